@@ -1,0 +1,127 @@
+"""Inference engine: explicit prefill (in the method's chunks) + greedy KV-cache decode, and per-token NLL.
+
+No private generation internals are used: the engine calls the base model forward with a `DynamicCache` and applies
+the LM head itself, only where logits are needed (never L × vocab at once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from harness.methods.base import Method
+
+LOGIT_BLOCK = 1024  # positions per LM-head block in token_nll
+
+
+@dataclass
+class Generation:
+    """Result of one greedy generation."""
+
+    token_ids: list[int]
+    text: str
+    prompt_len: int
+    prefill_s: float
+    decode_s: float
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        steps = max(len(self.token_ids) - 1, 0)  # the first new token comes from the prefill
+        return steps / self.decode_s if steps and self.decode_s > 0 else None
+
+
+class Engine:
+    """Runs a (method-modified) causal LM: greedy generation and token log-probabilities."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, method: Method, device: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.method = method
+        self.device = device
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def _hidden(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        out = self.model.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        return out.last_hidden_state
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden).float()
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[DynamicCache, torch.Tensor]:
+        """Run the prompt through the model in the method's chunks; return the cache and last-position logits."""
+        ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.input_device)
+        cache = DynamicCache(config=self.model.config)
+        start = 0
+        hidden = None
+        for size in self.method.prefill_chunks(ids.shape[1], stride):
+            hidden = self._hidden(ids[:, start:start + size], cache)
+            start += size
+        assert hidden is not None and start == ids.shape[1], "prefill_chunks must cover the prompt"
+        return cache, self._logits(hidden[:, -1:])[0, -1]
+
+    @torch.inference_mode()
+    def generate(self, input_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int] = (),
+                 min_new_tokens: int = 0) -> Generation:
+        """Greedy decoding with a KV cache; stops at any of `stop_ids` (not included) or after max_new_tokens."""
+        if not input_ids:
+            raise ValueError("empty prompt")
+        stops = set(stop_ids)
+        t0 = time.perf_counter()
+        cache, logits = self.prefill(input_ids)
+        prefill_s = time.perf_counter() - t0
+        new: list[int] = []
+        t1 = time.perf_counter()
+        while len(new) < max_new_tokens:
+            if len(new) < min_new_tokens and stops:
+                logits = logits.clone()
+                logits[list(stops)] = float("-inf")
+            token = int(torch.argmax(logits))
+            if token in stops:
+                break
+            new.append(token)
+            if len(new) >= max_new_tokens:
+                break
+            step = torch.tensor([[token]], dtype=torch.long, device=self.input_device)
+            logits = self._logits(self._hidden(step, cache))[0, -1]
+        decode_s = time.perf_counter() - t1
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(new, text, len(input_ids), prefill_s, decode_s)
+
+    @torch.inference_mode()
+    def token_nll(self, input_ids: Sequence[int], stride: int | None = None) -> np.ndarray:
+        """Natural-log NLL of every token after the first (length n-1), over the whole prefix.
+
+        The prompt is processed in the method's prefill chunks (`stride` is a memory knob for methods that allow
+        splitting); the KV cache is carried so every token attends to its full prefix, and every token is scored.
+        """
+        ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.input_device)
+        n = ids.shape[1]
+        cache = DynamicCache(config=self.model.config)
+        nll = np.empty(max(n - 1, 0), dtype=np.float32)
+        start = 0
+        for size in self.method.prefill_chunks(n, stride):
+            hidden = self._hidden(ids[:, start:start + size], cache)[0]
+            for b in range(0, size, LOGIT_BLOCK):
+                pos = start + b  # absolute position of the first row of this block
+                rows = hidden[b:b + LOGIT_BLOCK]
+                targets = ids[0, pos + 1:pos + 1 + rows.shape[0]]
+                rows = rows[: targets.shape[0]]
+                if rows.shape[0] == 0:
+                    continue
+                logp = torch.log_softmax(self._logits(rows), dim=-1)
+                nll[pos:pos + rows.shape[0]] = (-logp.gather(1, targets[:, None].to(logp.device))[:, 0]).cpu().numpy()
+            start += size
+        return nll

@@ -1,0 +1,86 @@
+"""The method interface: what a long-context method must provide to plug into the harness."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.config import ExperimentConfig
+
+
+@dataclass
+class NoParams:
+    """A method without parameters."""
+
+
+@dataclass
+class ModelInfo:
+    """Facts about the loaded model that methods need (filled by harness.models)."""
+
+    model_type: str
+    original_window: int  # M: the pre-trained window (after `ori_max_position_embeddings`)
+    head_dim: int
+    rope_theta: float
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    rope_type: str = "default"
+
+
+class Method:
+    """Base class. Subclasses set `name`, `Params` (a dataclass) and override what they change.
+
+    Life cycle: `validate` (config time, `window` may be None when the model is not known yet) →
+    `__init__` → `apply(model, info)` once after loading → per example `start_example(seed)` →
+    the engine asks `prefill_chunks(n)` how to split a prompt of n tokens into forward calls.
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type] = NoParams
+    description: ClassVar[str] = ""
+    #: `factor` may be given at the top level of the TOML (reference behaviour) instead of in [params]
+    top_level_factor: ClassVar[bool] = False
+    #: True when the method must reproduce `original` exactly for prompts within the pre-trained window
+    equals_original_within_window: ClassVar[bool] = False
+
+    def __init__(self, params: Any, cfg: ExperimentConfig):
+        self.params = params
+        self.cfg = cfg
+        self.info: ModelInfo | None = None
+
+    @classmethod
+    def validate(cls, params: Any, cfg: ExperimentConfig, window: int | None) -> None:
+        """Raise ConfigError("params.<key>", problem, fix) for impossible values. `window` is M if known."""
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        """Modify the loaded model in place (rope parameters, attention class)."""
+        self.info = info
+
+    def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]:
+        """Sizes of the forward calls used to prefill `n_tokens` (sum == n_tokens).
+
+        Default: one forward, or `stride`-sized pieces with the KV cache carried (a memory knob).
+        """
+        if stride is None or stride >= n_tokens:
+            return [n_tokens]
+        sizes = [stride] * (n_tokens // stride)
+        if n_tokens % stride:
+            sizes.append(n_tokens % stride)
+        return sizes
+
+    def start_example(self, seed: int) -> None:
+        """Called before each example with its derived seed (for methods with randomness)."""
+
+    def params_dict(self) -> dict[str, Any]:
+        """The method's parameters with defaults filled in (saved in the resolved config)."""
+        return dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
+
+
+METHODS: Registry[Method] = Registry("method", "harness.methods")

@@ -1,0 +1,26 @@
+"""`dynamic_ntk`: transformers' dynamic NTK scaling (methods.md §6).
+
+For ℓ = current length > M the base is θ·(s·ℓ/M − (s−1))^(d/(d−2)), recomputed as the sequence grows; for ℓ ≤ M
+the model is the original. Like the reference (HF generate), cached keys keep the rotation they were written with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.methods._frequency import FrequencyMethod, set_rope_parameters
+from harness.methods.base import METHODS, ModelInfo
+
+
+@METHODS.register
+class DynamicNTK(FrequencyMethod):
+    """HF rope_type "dynamic" with factor s, relative to the (possibly overridden) window M."""
+
+    name = "dynamic_ntk"
+    aliases = ("repro_dynamic_ntk", "dynamic")
+    description = "dynamic NTK: base grows with the current length beyond M"
+    equals_original_within_window = True
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        set_rope_parameters(model, rope_type="dynamic", factor=self.factor(info))

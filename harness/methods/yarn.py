@@ -1,0 +1,44 @@
+"""`yarn`: YaRN (Peng et al., 2023) through transformers' own rope type (methods.md §7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.errors import ConfigError
+from harness.methods._frequency import FactorParams, FrequencyMethod, set_rope_parameters
+from harness.methods.base import METHODS, ModelInfo
+
+
+@dataclass
+class YarnParams(FactorParams):
+    """transformers' defaults: beta_fast 32, beta_slow 1, attention factor 0.1·ln(s) + 1."""
+
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: float | None = None
+
+
+@METHODS.register
+class Yarn(FrequencyMethod):
+    """NTK-by-parts frequency blend plus attention temperature; static, so short inputs change too."""
+
+    name = "yarn"
+    aliases = ("repro_yarn",)
+    Params = YarnParams
+    description = "YaRN: NTK-by-parts + attention scaling"
+
+    @classmethod
+    def validate(cls, params: YarnParams, cfg, window: int | None) -> None:  # type: ignore[override]
+        super().validate(params, cfg, window)
+        if params.beta_fast <= params.beta_slow:
+            raise ConfigError("params.beta_fast", f"beta_fast ({params.beta_fast}) must exceed beta_slow "
+                              f"({params.beta_slow})", "keep the defaults 32 and 1")
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        extra = {"attention_factor": self.params.attention_factor} if self.params.attention_factor else {}
+        set_rope_parameters(model, rope_type="yarn", factor=self.factor(info), beta_fast=self.params.beta_fast,
+                            beta_slow=self.params.beta_slow, original_max_position_embeddings=info.original_window,
+                            **extra)

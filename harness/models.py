@@ -1,0 +1,148 @@
+"""Model-family facts and loading (Llama, Mistral, Qwen2 — the families every method supports)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import ConfigError, ModelLoadError
+from harness.methods.base import ModelInfo
+
+log = logging.getLogger(__name__)
+
+#: model_type values whose attention module has q/k/v/o projections, `head_dim`, `scaling`, `layer_idx` and a
+#: shared `model.model.rotary_emb`: the layout harness.methods.attention relies on.
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"'{device}' requested but no CUDA device is available", "use device = \"cpu\" or \"auto\"")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """'auto' -> bf16 on CUDA, fp32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return DTYPES[dtype]
+
+
+def _hub_kwargs(cfg: Any) -> dict[str, Any]:
+    kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        kw["revision"] = cfg.revision
+    if cfg.gguf_file:
+        kw["gguf_file"] = cfg.gguf_file
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        kw["token"] = token
+    return kw
+
+
+def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    local = Path(cfg.model).exists()
+    if local:
+        hint = f"check that {cfg.model} holds a {what} (config.json, weights, tokenizer files)"
+    elif offline:
+        hint = (f"HF_HUB_OFFLINE=1 and '{cfg.model}' is not in the local Hugging Face cache; download it first "
+                f"(`huggingface-cli download {cfg.model}` on a machine with internet) or point `model` at a local dir")
+    else:
+        hint = "check the model id, your network, and HF_TOKEN for gated models"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(f"{cfg.source or 'config'}: cannot load {what} for model '{cfg.model}' ({first}). Fix: {hint}")
+
+
+def load_model_config(cfg: Any) -> Any:
+    """Load the model's `PretrainedConfig` (no weights) and apply `ori_max_position_embeddings`."""
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    try:
+        mcfg = AutoConfig.from_pretrained(cfg.model, **_hub_kwargs(cfg))
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear message
+        raise _load_error(cfg, "model config", exc) from None
+    if mcfg.model_type not in SUPPORTED_FAMILIES:
+        raise ConfigError("model", f"model type '{mcfg.model_type}' is not supported",
+                          f"use a model of one of the families {', '.join(SUPPORTED_FAMILIES)}", cfg.source)
+    if cfg.ori_max_position_embeddings:
+        mcfg.max_position_embeddings = cfg.ori_max_position_embeddings
+    return mcfg
+
+
+def peek_window(cfg: Any) -> int | None:
+    """The pre-trained window M if it can be known without loading weights (for config-time validation)."""
+    if cfg.ori_max_position_embeddings:
+        return cfg.ori_max_position_embeddings
+    try:
+        return int(load_model_config(cfg).max_position_embeddings)
+    except Exception:  # noqa: BLE001 - unknown now; methods validate again at apply time
+        return None
+
+
+def model_info(model_config: Any) -> ModelInfo:
+    """Extract what methods need from a loaded model's config."""
+    rope = dict(getattr(model_config, "rope_parameters", None) or {})
+    heads = model_config.num_attention_heads
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
+    return ModelInfo(
+        model_type=model_config.model_type,
+        original_window=int(model_config.max_position_embeddings),
+        head_dim=int(head_dim),
+        rope_theta=float(rope.get("rope_theta", 10000.0)),
+        num_layers=int(model_config.num_hidden_layers),
+        num_heads=int(heads),
+        num_kv_heads=int(getattr(model_config, "num_key_value_heads", None) or heads),
+        rope_type=str(rope.get("rope_type", "default")),
+    )
+
+
+def load_tokenizer(cfg: Any) -> Any:
+    """Load the tokenizer (from `tokenizer` if set, else from `model`)."""
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    name = cfg.tokenizer or cfg.model
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **_hub_kwargs(cfg))
+    except Exception as exc:  # noqa: BLE001
+        raise _load_error(cfg, "tokenizer", exc) from None
+    return tok
+
+
+def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Module, ModelInfo, str]:
+    """Load all layers of the model with the configured dtype/device/attention; return (model, info, device)."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    model_config = model_config or load_model_config(cfg)
+    if cfg.attn_implementation == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401, PLC0415
+        except ImportError:
+            raise ConfigError("attn_implementation", "flash_attention_2 needs the flash-attn package",
+                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"", cfg.source) from None
+    kw = _hub_kwargs(cfg)
+    kw.update(config=model_config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    if cfg.device_map:
+        kw["device_map"] = cfg.device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, **kw)
+    except Exception as exc:  # noqa: BLE001
+        raise _load_error(cfg, "model", exc) from None
+    if not cfg.device_map:
+        model.to(device)
+    model.eval()
+    info = model_info(model.config)
+    log.info("loaded %s (%s, %d layers, window %d) on %s as %s", cfg.model, info.model_type, info.num_layers,
+             info.original_window, device, dtype)
+    return model, info, device

@@ -1,0 +1,68 @@
+"""Tiny random models and a tokenizer trained offline, for tests (no hub access)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("llama", "mistral", "qwen2")
+
+
+@functools.lru_cache(maxsize=1)
+def corpus() -> str:
+    """Offline English-ish text: Python's own docs topics plus the filler of the needle task."""
+    import pydoc_data.topics as topics
+
+    text = "\n".join(list(topics.topics.values())[:80])
+    filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+    return text + filler * 50 + "The pass key is 12345. Remember it. 12345 is the pass key.\n" + inspect.getsource(torch.nn.Module)[:20000]
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer with <s>/</s> specials, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([corpus()], trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def model_config(family: str = "llama", window: int = 64, vocab_size: int = 512, layers: int = 2,
+                 heads: int = 4, kv_heads: int = 2, head_dim: int = 16, theta: float = 10000.0):
+    """A tiny config of `family` with pre-trained window `window` and GQA."""
+    from transformers import AutoConfig
+
+    hidden = heads * head_dim
+    return AutoConfig.for_model(
+        family, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=window,
+        rope_theta=theta, bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+    )
+
+
+def make_model_dir(path: Path, family: str = "llama", window: int = 64, seed: int = 0, **kw) -> Path:
+    """Save a random tiny model + tokenizer of `family` into `path` (loadable with from_pretrained)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = model_config(family, window=window, **kw)
+    model = AutoModelForCausalLM.from_config(cfg)
+    # larger-than-default init so that attention patterns (and hence positions) matter in tests
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(8.0)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    build_tokenizer(cfg.vocab_size).save_pretrained(path)
+    return path
