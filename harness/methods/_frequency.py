@@ -52,6 +52,10 @@ class FrequencyMethod(Method):
             raise ConfigError("params.factor", f"method '{cls.name}' needs a scaling factor",
                               "set factor (top level or in [params]) or max_pe so that factor = max_pe / window")
 
+    @classmethod
+    def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
+        return {"factor": max(1.0, target / window)}
+
     def factor(self, info: ModelInfo) -> float:
         """The factor for this model (explicit or max_pe / M)."""
         s = resolve_factor(self.params, self.cfg, info.original_window)

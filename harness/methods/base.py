@@ -78,6 +78,11 @@ class Method:
     def start_example(self, seed: int) -> None:
         """Called before each example with its derived seed (for methods with randomness)."""
 
+    @classmethod
+    def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
+        """Sensible [params] for extending a model of window `window` to `target` tokens (benchmarks, demo, check)."""
+        return {}
+
     def params_dict(self) -> dict[str, Any]:
         """The method's parameters with defaults filled in (saved in the resolved config)."""
         return dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
