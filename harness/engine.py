@@ -38,6 +38,12 @@ class Generation:
         steps = max(len(self.token_ids) - 1, 0)  # the first new token comes from the prefill
         return steps / self.decode_s if steps and self.decode_s > 0 else None
 
+    def record_fields(self) -> dict:
+        """The standard per-example fields of a prediction record."""
+        tps = self.decode_tokens_per_s
+        return {"prediction": self.text, "prompt_len": self.prompt_len, "gen_len": self.new_tokens,
+                "prefill_s": round(self.prefill_s, 4), "decode_tok_s": round(tps, 2) if tps else None}
+
 
 class Engine:
     """Runs a (method-modified) causal LM: greedy generation and token log-probabilities."""

@@ -53,6 +53,14 @@ class Task:
         """Names of the prediction files (datasets, or one name for single-set tasks)."""
         raise NotImplementedError
 
+    def available_subsets(self) -> list[str]:
+        """Every subset that `subsets = [...]` may select (default: the default subsets)."""
+        return self.subsets()
+
+    def max_new_tokens(self, subset: str) -> int | None:
+        """Generation budget of `subset` (None for scoring-only tasks such as perplexity)."""
+        return None
+
     def examples(self, subset: str) -> list[Example]:
         """All examples of `subset`, in a deterministic order (selection is applied by the runner)."""
         raise NotImplementedError
@@ -68,6 +76,16 @@ class Task:
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Metrics for one subset from its records; the main number is under key "score"."""
         raise NotImplementedError
+
+    def summarize(self, per_subset: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Task-level numbers from the per-subset metrics (default: mean of the subsets' "score")."""
+        values = [m["score"] for m in per_subset.values() if isinstance(m.get("score"), (int, float))]
+        return {"average": round(sum(values) / len(values), 2) if values else None}
+
+    @classmethod
+    def plot(cls, docs: list[dict[str, Any]], exps: list[Any], out_dir: Any) -> list[Any]:
+        """Write figures for these experiments' score documents into out_dir; return the paths (default: none)."""
+        return []
 
     def expected_count(self, subset: str) -> int | None:
         """How many examples a complete run of `subset` has (for n scored / n expected); None if unknown."""

@@ -1,0 +1,220 @@
+"""Run an experiment: iterate a task's examples, append one JSON line per finished example, resume on rerun.
+
+Per-example seeds come from (run seed, subset, id), so results do not depend on order or sharding. A failing
+example (OOM, generation error) becomes an error line and the run goes on; it is retried on the next run.
+SIGTERM / SIGUSR1 (sent by SLURM before a time limit) stop the run after the current example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from harness import memory, provenance
+from harness.config import ExperimentConfig
+from harness.engine import Engine
+from harness.errors import ConfigError, HarnessError, suggest
+from harness.models import load_model, load_model_config, load_tokenizer, model_info
+from harness.resolve import build_method, build_task, resolve
+from harness.results import ExperimentDir, JsonlAppender, latest_records, write_json
+from harness.tasks.base import Example, Task
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(run_seed: int, subset: str, example_id: str) -> int:
+    """A 31-bit seed from the run seed and the example's identity (order- and shard-independent)."""
+    digest = hashlib.sha256(f"{run_seed}|{subset}|{example_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def in_shard(example_id: str, shard: tuple[int, int]) -> bool:
+    """Deterministic split by example id: shard i of n takes ids whose hash is i mod n."""
+    i, n = shard
+    if n <= 1:
+        return True
+    return int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "little") % n == i
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def selected_subsets(task: Task, cfg: ExperimentConfig) -> list[str]:
+    """The task's subsets, filtered by `subsets` (unknown names are a config error)."""
+    default = task.subsets()
+    if not cfg.subsets:
+        return default
+    available = task.available_subsets()
+    for name in cfg.subsets:
+        if name not in available:
+            raise ConfigError("subsets", f"unknown subset '{name}' for task '{cfg.task}'{suggest(name, available)}",
+                              f"use some of: {', '.join(available)}", cfg.source)
+    return list(cfg.subsets)
+
+
+def select_examples(task: Task, subset: str, cfg: ExperimentConfig, shard: tuple[int, int]) -> list[Example]:
+    """`max_examples` first (in task order, so shards partition the same set), then the shard."""
+    examples = task.examples(subset)
+    if cfg.max_examples is not None:
+        examples = examples[: cfg.max_examples]
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        raise HarnessError(f"task '{cfg.task}' produced duplicate example ids in '{subset}' (a task bug)")
+    return [e for e in examples if in_shard(e.id, shard)]
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1: finish the current example, flush, exit cleanly."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is not None:
+                try:
+                    self._old[sig] = signal.signal(sig, self._handle)
+                except ValueError:  # not in the main thread
+                    pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d received: stopping after the current example", signum)
+        self.stop = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class RunSummary:
+    exp_dir: str
+    done: int = 0
+    errors: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+    per_subset: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool) -> None:
+    """Create the experiment dir or check that an existing one ran the same config (else refuse)."""
+    if exp.exists():
+        if overwrite:
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(exp.predictions_dir, ignore_errors=True)
+            exp.scores_path.unlink(missing_ok=True)
+        else:
+            old = {k: v for k, v in exp.read_config().items() if k in cfg.fingerprint()}
+            new = cfg.fingerprint()
+            changed = sorted(k for k in new if old.get(k) != new[k])
+            if changed:
+                raise HarnessError(
+                    f"{cfg.source}: results/{cfg.exp_name} was produced with a different config (changed: "
+                    f"{', '.join(changed)}). Fix: pass --overwrite to discard the old predictions, or choose a new "
+                    f"exp_name (e.g. --set exp_name={cfg.exp_name}-v2)")
+    exp.path.mkdir(parents=True, exist_ok=True)
+    write_json(exp.config_path, cfg.to_dict())
+
+
+def run_example(task: Task, example: Example, engine: Engine, cfg: ExperimentConfig, device: str) -> dict[str, Any]:
+    """Run one example; failures become an error record."""
+    seed = derive_seed(cfg.seed, example.subset, example.id)
+    seed_everything(seed)
+    engine.method.start_example(seed)
+    memory.reset_peak(device)
+    t0 = time.perf_counter()
+    base = {"id": example.id, "subset": example.subset, "seed": seed}
+    try:
+        fields = task.run(example, engine)
+    except HarnessError:
+        raise
+    except (torch.OutOfMemoryError, RuntimeError, ValueError, IndexError) as exc:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        log.error("example %s/%s failed: %s", example.subset, example.id, exc)
+        return {**base, "error": f"{type(exc).__name__}: {exc}"[:2000], "meta": example.meta}
+    return {**base, **fields, "meta": example.meta, "seconds": round(time.perf_counter() - t0, 4),
+            "peak_mem_mb": round(memory.peak_mb(device), 1)}
+
+
+def plan(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), tokenizer: Any = None) -> dict[str, Any]:
+    """What a run would do (no weights loaded): per subset, example counts, input lengths, max new tokens."""
+    task = build_task(cfg, tokenizer)
+    out: dict[str, Any] = {}
+    for subset in selected_subsets(task, cfg):
+        examples = select_examples(task, subset, cfg, shard)
+        lengths = [n for n in (task.input_length(e) for e in examples) if n is not None]
+        entry: dict[str, Any] = {"examples": len(examples), "max_new_tokens": task.max_new_tokens(subset)}
+        if lengths:
+            entry["tokens"] = {"min": min(lengths), "median": int(np.median(lengths)), "max": max(lengths)}
+        out[subset] = entry
+    return out
+
+
+def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[int, int] = (0, 1)) -> RunSummary:
+    """Run (or resume) one experiment; returns counts. Raises HarnessError for user-fixable problems."""
+    exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
+    model_config = load_model_config(cfg)
+    info = model_info(model_config)
+    resolve(cfg, window=info.original_window, peek=False)  # method checks that need the window M
+    prepare_dir(exp, cfg, overwrite)
+    tokenizer = load_tokenizer(cfg)
+    task = build_task(cfg, tokenizer)
+    work: dict[str, list[Example]] = {}
+    summary = RunSummary(str(exp.path))
+    for subset in selected_subsets(task, cfg):
+        path = exp.predictions_path(subset, shard)
+        done = {i for i, r in latest_records([path]).items() if "error" not in r}
+        todo = [e for e in select_examples(task, subset, cfg, shard) if e.id not in done]
+        summary.skipped += len(done)
+        if todo:
+            work[subset] = todo
+    if not work:
+        log.info("%s: nothing to do (%d examples already finished)", cfg.exp_name, summary.skipped)
+        return summary
+    model, info, device = load_model(cfg, model_config)
+    method = build_method(cfg)
+    method.apply(model, info)
+    engine = Engine(model, tokenizer, method, device)
+    prov = provenance.collect(device, cfg.seed)
+    prov.update(original_window=info.original_window, model_type=info.model_type, shard=list(shard))
+    write_json(exp.provenance_path, prov)
+    t0 = time.perf_counter()
+    with StopFlag() as flag:
+        for subset, todo in work.items():
+            with JsonlAppender(exp.predictions_path(subset, shard)) as out:
+                bar = tqdm(todo, desc=f"{cfg.exp_name}/{subset}", unit="ex", dynamic_ncols=True)
+                for example in bar:
+                    record = run_example(task, example, engine, cfg, device)
+                    out.append(record)
+                    summary.done += 1
+                    summary.errors += "error" in record
+                    summary.per_subset[subset] = summary.per_subset.get(subset, 0) + 1
+                    if record.get("decode_tok_s"):
+                        bar.set_postfix(tok_s=f"{record['decode_tok_s']:.1f}", errors=summary.errors)
+                    if flag.stop:
+                        summary.interrupted = True
+                        break
+            if summary.interrupted:
+                break
+    summary.seconds = time.perf_counter() - t0
+    prov.update(finished=provenance.now(), interrupted=summary.interrupted, examples_run=summary.done,
+                errors=summary.errors, seconds=round(summary.seconds, 2))
+    write_json(exp.provenance_path, prov)
+    return summary
