@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
         exps = find_experiments(args.results_dir, None if args.all else args.exp)
         if not exps:
-            what = "any experiment" if args.all else f"an experiment matching {' '.join(args.exp)}"
-            raise HarnessError(f"{args.results_dir}: no {what}. Fix: run gali-run first, or pass --results-dir")
+            what = "" if args.all else f" matching {' '.join(args.exp)}"
+            raise HarnessError(f"{args.results_dir}: found no experiment{what}. Fix: run gali-run first, "
+                               "or pass --results-dir")
         for exp in exps:
             doc = evaluate_experiment(exp)
             parts = []
