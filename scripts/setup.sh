@@ -13,10 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install -U pip 2>&1 | grep -v "is ignored" || true
+"${PIP[@]}" install -U pip
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "installing $TORCH_SPEC ${TORCH_INDEX_URL:+from $TORCH_INDEX_URL}"
-  "${PIP[@]}" install "$TORCH_SPEC" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} 2>&1 | grep -v "is ignored" || true
+  "${PIP[@]}" install "$TORCH_SPEC" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-"${PIP[@]}" install -e ".[$EXTRAS]" 2>&1 | grep -v -E "is ignored|BuildBackendWarning|^\s*$" || true
+"${PIP[@]}" install -e ".[$EXTRAS]"
 "$VENV/bin/python" -c "import torch, transformers, harness; print('gali-harness', harness.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
