@@ -99,7 +99,8 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
     out = []
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(item, "override must look like key=value", "e.g. --set max_pe=8192 --set params.chunk_coe=1000")
+            raise ConfigError(item, "override must look like key=value",
+                              "e.g. --set max_pe=8192 --set params.chunk_coe=1000")
         key, _, text = item.partition("=")
         out.append((key.strip(), P.parse_override_value(text.strip())))
     return out
@@ -138,7 +139,8 @@ def _check_core(cfg: ExperimentConfig, source: str) -> None:
     if not cfg.exp_name:
         raise bad("exp_name", "missing", "add exp_name = \"my-experiment\" (it names the results directory)")
     if any(c in cfg.exp_name for c in "/\\") or cfg.exp_name.startswith("."):
-        raise bad("exp_name", f"'{cfg.exp_name}' is not a valid directory name", "use letters, digits, '-', '_' and '.'")
+        raise bad("exp_name", f"'{cfg.exp_name}' is not a valid directory name",
+                  "use letters, digits, '-', '_' and '.'")
     for key in ("max_pe", "ori_max_position_embeddings", "stride", "times", "max_examples", "n_garbage", "gap"):
         value = getattr(cfg, key)
         if value is not None and value <= 0:

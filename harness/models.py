@@ -18,7 +18,19 @@ log = logging.getLogger(__name__)
 #: shared `model.model.rotary_emb`: the layout harness.methods.attention relies on.
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2")
 
+#: Models that ship with the package: `model = "gali:lab"` in a config.
+BUNDLED_MODELS = {"gali:lab": Path(__file__).parent / "assets" / "lab_model"}
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_location(name: str) -> str:
+    """Hub id or local path for `name` (bundled aliases such as "gali:lab" map to the package's assets)."""
+    if name in BUNDLED_MODELS:
+        return str(BUNDLED_MODELS[name])
+    if name.startswith("gali:"):
+        raise ConfigError("model", f"unknown bundled model '{name}'", f"use one of {', '.join(BUNDLED_MODELS)}")
+    return name
 
 
 def resolve_device(device: str) -> str:
@@ -26,7 +38,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"'{device}' requested but no CUDA device is available", "use device = \"cpu\" or \"auto\"")
+        raise ConfigError("device", f"'{device}' requested but no CUDA device is available",
+                          "use device = \"cpu\" or \"auto\"")
     return device
 
 
@@ -51,7 +64,7 @@ def _hub_kwargs(cfg: Any) -> dict[str, Any]:
 
 def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    local = Path(cfg.model).exists()
+    local = Path(model_location(cfg.model)).exists()
     if local:
         hint = f"check that {cfg.model} holds a {what} (config.json, weights, tokenizer files)"
     elif offline:
@@ -60,7 +73,8 @@ def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
     else:
         hint = "check the model id, your network, and HF_TOKEN for gated models"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelLoadError(f"{cfg.source or 'config'}: cannot load {what} for model '{cfg.model}' ({first}). Fix: {hint}")
+    return ModelLoadError(f"{cfg.source or 'config'}: cannot load {what} for model '{cfg.model}' ({first}). "
+                          f"Fix: {hint}")
 
 
 def load_model_config(cfg: Any) -> Any:
@@ -68,7 +82,7 @@ def load_model_config(cfg: Any) -> Any:
     from transformers import AutoConfig  # noqa: PLC0415
 
     try:
-        mcfg = AutoConfig.from_pretrained(cfg.model, **_hub_kwargs(cfg))
+        mcfg = AutoConfig.from_pretrained(model_location(cfg.model), **_hub_kwargs(cfg))
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear message
         raise _load_error(cfg, "model config", exc) from None
     if mcfg.model_type not in SUPPORTED_FAMILIES:
@@ -110,7 +124,7 @@ def load_tokenizer(cfg: Any) -> Any:
     """Load the tokenizer (from `tokenizer` if set, else from `model`)."""
     from transformers import AutoTokenizer  # noqa: PLC0415
 
-    name = cfg.tokenizer or cfg.model
+    name = model_location(cfg.tokenizer or cfg.model)
     try:
         tok = AutoTokenizer.from_pretrained(name, **_hub_kwargs(cfg))
     except Exception as exc:  # noqa: BLE001
@@ -130,13 +144,14 @@ def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Modu
             import flash_attn  # noqa: F401, PLC0415
         except ImportError:
             raise ConfigError("attn_implementation", "flash_attention_2 needs the flash-attn package",
-                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"", cfg.source) from None
+                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"",
+                              cfg.source) from None
     kw = _hub_kwargs(cfg)
     kw.update(config=model_config, dtype=dtype, attn_implementation=cfg.attn_implementation)
     if cfg.device_map:
         kw["device_map"] = cfg.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, **kw)
+        model = AutoModelForCausalLM.from_pretrained(model_location(cfg.model), **kw)
     except Exception as exc:  # noqa: BLE001
         raise _load_error(cfg, "model", exc) from None
     if not cfg.device_map:

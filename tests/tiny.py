@@ -18,7 +18,8 @@ def corpus() -> str:
 
     text = "\n".join(list(topics.topics.values())[:80])
     filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-    return text + filler * 50 + "The pass key is 12345. Remember it. 12345 is the pass key.\n" + inspect.getsource(torch.nn.Module)[:20000]
+    needle = "The pass key is 12345. Remember it. 12345 is the pass key.\n"
+    return text + filler * 50 + needle + inspect.getsource(torch.nn.Module)[:20000]
 
 
 def build_tokenizer(vocab_size: int = 512):

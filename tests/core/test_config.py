@@ -49,7 +49,7 @@ def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
 
 
 def base(model: Path, **extra: str) -> str:
-    lines = [f'task = "needle"', f'model = "{model}"', 'method = "original"', 'exp_name = "x"', "times = 1",
+    lines = ['task = "needle"', f'model = "{model}"', 'method = "original"', 'exp_name = "x"', "times = 1",
              "min_k = 1", "max_k = 1", "gap = 1"]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
