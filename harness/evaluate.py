@@ -7,12 +7,13 @@ Shard files of a subset are merged by example id, so nothing is counted twice.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from harness.config import from_dict
 from harness.errors import HarnessError
 from harness.resolve import build_task, resolve
-from harness.results import ExperimentDir, latest_records, write_json
+from harness.results import SHARD_RE, ExperimentDir, iter_jsonl, latest_records, write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,67 @@ def load_experiment_config(exp: ExperimentDir):
     except (OSError, ValueError) as exc:
         raise HarnessError(f"{exp.config_path}: unreadable ({exc}). Fix: rerun gali-run for this experiment") from None
     return resolve(cfg, peek=False)
+
+
+def _expected_ids(task: Any, cfg: Any, subset: str) -> list[str] | None:
+    """Ids a full run of `subset` covers (None when the examples cannot be listed here, e.g. data not present)."""
+    from harness.runner import select_examples  # noqa: PLC0415
+
+    try:
+        return [e.id for e in select_examples(task, subset, cfg, (0, 1))]
+    except (HarnessError, OSError, ValueError) as exc:
+        log.debug("cannot list examples of %s (%s): per-shard completeness not checked", subset, exc)
+        return None
+
+
+def shard_report(paths: list[Path], expected_ids: list[str] | None = None) -> dict[str, Any] | None:
+    """Which shard files of one subset exist vs N, per-shard progress, and whether the shards are disjoint.
+
+    Returns None for an unsharded subset. `problems` lists human-readable findings (empty when all is well);
+    `incomplete` is true when a shard file is missing or (with `expected_ids`) has not finished its examples.
+    """
+    from harness.runner import in_shard  # noqa: PLC0415
+
+    files: dict[tuple[int, int], set[str]] = {}  # (i, n) -> ids finished in that file
+    seen: dict[str, int] = {}
+    for path in paths:
+        m = SHARD_RE.match(path.stem)
+        key = (int(m.group("i")), int(m.group("n"))) if m else (0, 1)
+        files[key] = {r["id"] for r in iter_jsonl(path) if "error" not in r}
+        for x in files[key]:
+            seen[x] = seen.get(x, 0) + 1
+    counts = sorted({n for _, n in files})
+    if counts == [1]:
+        return None
+    problems: list[str] = []
+    if len(counts) > 1:
+        problems.append(f"files from different splits (N = {', '.join(map(str, counts))}; stale files of an "
+                        "earlier run?), merged by id")
+    report: dict[str, Any] = {"n": [n for n in counts if n > 1], "unsharded_file": 1 in counts}
+    incomplete = False
+    for n in report["n"]:
+        want = {i: {x for x in expected_ids if in_shard(x, (i, n))} for i in range(n)} if expected_ids else None
+        missing = [i for i in range(n) if (i, n) not in files and (want is None or want[i])]
+        partial = [i for i in range(n) if (i, n) in files and want is not None and not want[i] <= files[(i, n)]]
+        report[f"of_{n}"] = {"present": sorted(i for i, k in files if k == n), "missing": missing, "partial": partial}
+        if want is not None:
+            report[f"of_{n}"]["progress"] = {i: [len(files.get((i, n), set()) & want[i]), len(want[i])]
+                                             for i in range(n)}
+        if missing:
+            problems.append(f"missing shard file(s) {', '.join(f'{i}/{n}' for i in missing)}")
+        if partial:
+            problems.append("unfinished shard(s) " + ", ".join(
+                f"{i}/{n} ({len(files[(i, n)] & want[i])}/{len(want[i])})" for i in partial))  # type: ignore[index]
+        incomplete = incomplete or bool(missing or partial)
+    overlap = sorted(x for x, c in seen.items() if c > 1)
+    misplaced = sum(not in_shard(x, key) for key, ids in files.items() for x in ids)
+    if overlap:
+        problems.append(f"{len(overlap)} example id(s) finished in more than one file, e.g. {overlap[0]} "
+                        "(shards not disjoint; each id is counted once)")
+    if misplaced:
+        problems.append(f"{misplaced} record(s) sit in a shard file whose hash split does not own them")
+    report.update(incomplete=incomplete, overlapping_ids=len(overlap), misplaced_ids=misplaced, problems=problems)
+    return report
 
 
 def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
@@ -44,6 +106,13 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
         metrics = task.score(subset, ok) if ok else {"score": None}
         metrics.update(n_scored=len(ok), n_errors=errors, n_expected=expected,
                        complete=expected is None or len(ok) >= expected)
+        sharded = any(SHARD_RE.match(p.stem) for p in paths)
+        shards = shard_report(paths, _expected_ids(task, cfg, subset)) if sharded else None
+        if shards is not None:
+            metrics["shards"] = shards
+            metrics["complete"] = metrics["complete"] and not shards["incomplete"]
+            for problem in shards["problems"]:
+                log.warning("%s/%s: %s", exp.name, subset, problem)
         per_subset[subset] = metrics
     doc = {
         "exp_name": cfg.exp_name, "task": cfg.task, "method": cfg.method, "model": cfg.model,

@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,13 +112,20 @@ class RunSummary:
     per_subset: dict[str, int] = field(default_factory=dict)
 
 
-def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool) -> None:
-    """Create the experiment dir or check that an existing one ran the same config (else refuse)."""
+def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool, shard: tuple[int, int] = (0, 1)) -> None:
+    """Create the experiment dir or check that an existing one ran the same config (else refuse).
+
+    With `overwrite`, a sharded run discards only its own shard file(s), so shards running at once keep each other's.
+    """
     if exp.exists():
         if overwrite:
-            import shutil  # noqa: PLC0415
+            if shard[1] > 1:
+                for path in exp.predictions_dir.glob(f"*.shard-{shard[0]}-of-{shard[1]}.jsonl"):
+                    path.unlink(missing_ok=True)
+            else:
+                import shutil  # noqa: PLC0415
 
-            shutil.rmtree(exp.predictions_dir, ignore_errors=True)
+                shutil.rmtree(exp.predictions_dir, ignore_errors=True)
             exp.scores_path.unlink(missing_ok=True)
         else:
             old = {k: v for k, v in exp.read_config().items() if k in cfg.fingerprint()}
@@ -129,7 +137,15 @@ def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool) -> N
                     f"{', '.join(changed)}). Fix: pass --overwrite to discard the old predictions, or choose a new "
                     f"exp_name (e.g. --set exp_name={cfg.exp_name}-v2)")
     exp.path.mkdir(parents=True, exist_ok=True)
-    write_json(exp.config_path, cfg.to_dict())
+    try:
+        write_json(exp.config_path, cfg.to_dict())
+    except FileNotFoundError:  # a shard starting at the same moment renamed the shared temp file: same config
+        log.debug("config.json written concurrently by another shard")
+
+
+def provenance_path(exp: ExperimentDir, shard: tuple[int, int]) -> Path:
+    """provenance.json, or provenance.shard-I-of-N.json for a sharded run (each shard writes its own)."""
+    return exp.provenance_path if shard[1] <= 1 else exp.path / f"provenance.shard-{shard[0]}-of-{shard[1]}.json"
 
 
 def run_example(task: Task, example: Example, engine: Engine, cfg: ExperimentConfig, device: str) -> dict[str, Any]:
@@ -173,7 +189,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[
     model_config = load_model_config(cfg)
     info = model_info(model_config)
     resolve(cfg, window=info.original_window, peek=False)  # method checks that need the window M
-    prepare_dir(exp, cfg, overwrite)
+    prepare_dir(exp, cfg, overwrite, shard)
     tokenizer = load_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     work: dict[str, list[Example]] = {}
@@ -194,7 +210,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[
     engine = Engine(model, tokenizer, method, device)
     prov = provenance.collect(device, cfg.seed)
     prov.update(original_window=info.original_window, model_type=info.model_type, shard=list(shard))
-    write_json(exp.provenance_path, prov)
+    write_json(provenance_path(exp, shard), prov)
     t0 = time.perf_counter()
     with StopFlag() as flag:
         for subset, todo in work.items():
@@ -216,5 +232,5 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[
     summary.seconds = time.perf_counter() - t0
     prov.update(finished=provenance.now(), interrupted=summary.interrupted, examples_run=summary.done,
                 errors=summary.errors, seconds=round(summary.seconds, 2))
-    write_json(exp.provenance_path, prov)
+    write_json(provenance_path(exp, shard), prov)
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from harness.errors import HarnessError
 
@@ -41,16 +41,61 @@ def guarded(fn: Callable[[], int]) -> int:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    """'I/N' -> (I, N); default from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set, else (0, 1)."""
+    """'I/N' -> (I, N). Without --shard: GALI_SHARDS ('I/N', or 'N' with the array task id) overrides; else a SLURM
+    job array gives shard = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / step of SLURM_ARRAY_TASK_COUNT; else (0, 1).
+    """
     if text is None:
-        tid, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("GALI_SHARDS")
-        if tid is not None and count is not None:
-            return int(tid) % int(count), int(count)
-        return 0, 1
+        return _shard_from_env(os.environ)
+    return _parse_shard_text(text, "--shard")
+
+
+def _parse_shard_text(text: str, what: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise HarnessError(f"--shard {text!r}: expected I/N, e.g. --shard 0/4") from None
+        raise HarnessError(f"{what} {text!r}: expected I/N, e.g. --shard 0/4") from None
     if not (n >= 1 and 0 <= i < n):
-        raise HarnessError(f"--shard {text!r}: need 0 <= I < N")
+        raise HarnessError(f"{what} {text!r}: need 0 <= I < N")
     return i, n
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None = None) -> int | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise HarnessError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def _shard_from_env(env: Mapping[str, str]) -> tuple[int, int]:
+    """The shard implied by GALI_SHARDS / the SLURM array variables (see parse_shard)."""
+    override = env.get("GALI_SHARDS", "").strip()
+    tid = _env_int(env, "SLURM_ARRAY_TASK_ID")
+    first = _env_int(env, "SLURM_ARRAY_TASK_MIN", 0)
+    if override:
+        if "/" in override:
+            return _parse_shard_text(override, "GALI_SHARDS")
+        n = _env_int(env, "GALI_SHARDS")
+        if n is None or n < 1:
+            raise HarnessError(f"GALI_SHARDS={override!r}: expected N >= 1 or I/N")
+        if tid is None:
+            raise HarnessError(f"GALI_SHARDS={override} needs SLURM_ARRAY_TASK_ID (a job array). "
+                               "Fix: set GALI_SHARDS=I/N, pass --shard I/N, or unset GALI_SHARDS")
+        return (tid - first) % n, n
+    if tid is None:
+        return 0, 1
+    count = _env_int(env, "SLURM_ARRAY_TASK_COUNT")
+    step = _env_int(env, "SLURM_ARRAY_TASK_STEP", 1) or 1
+    last = _env_int(env, "SLURM_ARRAY_TASK_MAX")
+    if count is None:
+        raise HarnessError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not. "
+                           "Fix: pass --shard I/N or set GALI_SHARDS")
+    offset = tid - first
+    contiguous = last is None or (last - first) // step + 1 == count
+    if not contiguous or offset % step or not 0 <= offset // step < count:
+        raise HarnessError(f"job array ids (min {first}, max {last}, step {step}, count {count}, this task {tid}) "
+                           "are not a regular range, so they cannot number shards. Fix: submit with "
+                           f"--array=0-{count - 1} (optionally %K), or pass --shard I/N / GALI_SHARDS=I/N")
+    return offset // step, count
