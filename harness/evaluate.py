@@ -6,6 +6,7 @@ Shard files of a subset are merged by example id, so nothing is counted twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,50 @@ def _expected_ids(task: Any, cfg: Any, subset: str) -> list[str] | None:
     except (HarnessError, OSError, ValueError) as exc:
         log.debug("cannot list examples of %s (%s): per-shard completeness not checked", subset, exc)
         return None
+
+
+LENGTH_SUBSETS = (("beyond_original", "original_window"), ("beyond_target", "target_window"))
+
+
+def experiment_windows(exp: ExperimentDir, cfg: Any) -> dict[str, Any]:
+    """The pre-trained window M and the target window of an experiment, from its provenance and config.
+
+    M is provenance.json's `original_window` (the model config's window after `ori_max_position_embeddings`; a shard's
+    provenance.shard-i-of-n.json when unsharded provenance is absent), else config.json's `ori_max_position_embeddings`;
+    the target is config.json's `max_pe`. Never parsed from the experiment name; unknown values are None.
+    """
+    window, source = None, None
+    for path in [exp.provenance_path, *sorted(exp.path.glob("provenance.shard-*.json"))]:
+        try:
+            value = json.loads(path.read_text()).get("original_window")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int) and value > 0:
+            window, source = value, path.name
+            break
+    if window is None and cfg.ori_max_position_embeddings:
+        window, source = cfg.ori_max_position_embeddings, "config.json (ori_max_position_embeddings)"
+    return {"original_window": window, "original_window_source": source, "target_window": cfg.max_pe}
+
+
+def score_length_subsets(task: Any, subset: str, records: list[dict[str, Any]],
+                         windows: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Re-score the records with `prompt_len >= threshold` (same `task.score`) for each known window.
+
+    Keys `beyond_original` (threshold M, the reference's result_o) and `beyond_target` (threshold max_pe, its
+    result_t); each value holds the task metrics plus `threshold`, `n_scored` and `n_of` (records of the full set).
+    An empty subset has score None.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, window_key in LENGTH_SUBSETS:
+        threshold = windows.get(window_key)
+        if not threshold:
+            continue
+        chosen = [r for r in records if isinstance(r.get("prompt_len"), (int, float)) and r["prompt_len"] >= threshold]
+        metrics = task.score(subset, chosen) if chosen else {"score": None}
+        metrics.update(threshold=threshold, n_scored=len(chosen), n_of=len(records))
+        out[key] = metrics
+    return out
 
 
 def shard_report(paths: list[Path], expected_ids: list[str] | None = None) -> dict[str, Any] | None:
@@ -95,6 +140,9 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
     files = exp.prediction_files()
     if not files:
         raise HarnessError(f"{exp.path}: no predictions yet. Fix: run `gali-run --cfg <config>` first")
+    order = {s: i for i, s in enumerate(task.available_subsets())}  # the task's dataset order, unknown names last
+    files = dict(sorted(files.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    windows = experiment_windows(exp, cfg)
     per_subset: dict[str, dict[str, Any]] = {}
     for subset, paths in files.items():
         records = latest_records(paths)
@@ -106,6 +154,7 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
         metrics = task.score(subset, ok) if ok else {"score": None}
         metrics.update(n_scored=len(ok), n_errors=errors, n_expected=expected,
                        complete=expected is None or len(ok) >= expected)
+        metrics.update(score_length_subsets(task, subset, ok, windows))
         sharded = any(SHARD_RE.match(p.stem) for p in paths)
         shards = shard_report(paths, _expected_ids(task, cfg, subset)) if sharded else None
         if shards is not None:
@@ -119,6 +168,11 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
         "max_pe": cfg.max_pe, "params": cfg.params, "subsets": per_subset,
         "summary": task.summarize(per_subset),
         "complete": all(m["complete"] for m in per_subset.values()),
+        "windows": windows,
+        "length_subsets": {
+            key: {"threshold": windows[wkey], "n_scored": sum(m[key]["n_scored"] for m in per_subset.values()),
+                  "summary": task.summarize({s: m[key] for s, m in per_subset.items()})}
+            for key, wkey in LENGTH_SUBSETS if windows.get(wkey)},
     }
     write_json(exp.scores_path, doc)
     return doc
