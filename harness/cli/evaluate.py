@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                 flag = "" if m["complete"] else f" (partial {m['n_scored']}/{m['n_expected']})"
                 parts.append(f"{subset}={m.get('score')}{flag}")
             log.info("%s [%s/%s]: %s", exp.name, doc["task"], doc["method"], ", ".join(parts))
+            for key, sub in (doc.get("length_subsets") or {}).items():
+                log.info("%s %s (prompt_len >= %s): %s over %d records", exp.name, key, sub["threshold"],
+                         sub["summary"], sub["n_scored"])
         return 0
 
     return guarded(body)
