@@ -1,89 +1,290 @@
-"""Collection stage: one row per experiment, a sheet per task (xlsx), CSV + markdown tables, and task plots."""
+"""Collection stage: scores.json of many experiments -> one workbook (a sheet per task), CSV + markdown, figures.
+
+Per task, one row per experiment: identity columns (model, method, key params, original and target window),
+completeness (`complete`, scored/expected counts, `incomplete` naming partial or missing datasets), one column per
+dataset in the task's order, the `average` over them, and per-length detail columns (needle `acc@<L>`, pg19
+`ppl@<L>`). Rows are sorted by model, method, experiment. gali-eval's beyond-window subsets (`beyond_original`:
+prompt_len >= M, `beyond_target`: >= max_pe) add `average_beyond_orig` / `n_beyond_orig` (and `_target`) columns, and
+their per-dataset tables are written as `<task>_beyond_orig.csv/.md` (and `_target`) beside the workbook.
+Figures come from `harness.plots.PLOTTERS`; `comparison_table` gives the method x length table (needle accuracy,
+PPL) of the demo.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.results import ExperimentDir
-from harness.tasks.base import TASKS
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ["experiment", "model", "method", "params", "original_window", "target", "complete"]
+ID_COLUMNS = ["experiment", "model", "method", "params", "original_window", "target", "complete", "n_scored",
+              "n_expected", "incomplete"]
+LENGTH_SHEETS = {"beyond_original": "beyond_orig", "beyond_target": "beyond_target"}
+LENGTH_COLUMNS = ["threshold", "n_in_subset"]
+DETAIL_PREFIXES = ("acc@", "ppl@")
+
+Item = tuple[ExperimentDir, dict[str, Any]]
 
 
 def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _original_window(exp: ExperimentDir, doc: dict[str, Any]) -> int | None:
+    """M from the scores document (gali-eval read it from provenance/config), else provenance.json."""
+    window = (doc.get("windows") or {}).get("original_window")
+    if window is None and exp.provenance_path.is_file():
+        try:
+            window = json.loads(exp.provenance_path.read_text()).get("original_window")
+        except (OSError, ValueError):
+            window = None
+    return window
+
+
+def identity(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
+    """The identity columns of an experiment's rows."""
+    return {"experiment": doc.get("exp_name") or exp.name, "model": doc.get("model"), "method": doc.get("method"),
+            "params": _params_text(doc.get("params") or {}), "original_window": _original_window(exp, doc),
+            "target": doc.get("max_pe")}
+
+
+def detail_columns(task: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Per-length columns: needle `acc@<L>` (pass rate per length), pg19 `ppl@<L>` (token-weighted PPL)."""
+    from harness.plots import ppl_curve  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    single = len(doc.get("subsets") or {}) == 1
+    for subset, metrics in (doc.get("subsets") or {}).items():
+        tag = "" if single else f"[{subset}]"
+        if task == "needle":
+            for length, acc in (metrics.get("by_length") or {}).items():
+                out[f"acc@{length}{tag}"] = acc
+        elif task == "pg19":
+            for length, ppl in ppl_curve(metrics.get("ppl") or {}):
+                out[f"ppl@{length}{tag}"] = round(ppl, 4)
+    return out
+
+
 def experiment_row(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
-    """One spreadsheet row: identity columns, one column per subset, the task summary (e.g. average)."""
-    prov = json.loads(exp.provenance_path.read_text()) if exp.provenance_path.is_file() else {}
-    row: dict[str, Any] = {
-        "experiment": doc["exp_name"], "model": doc["model"], "method": doc["method"],
-        "params": _params_text(doc.get("params") or {}), "original_window": prov.get("original_window"),
-        "target": doc.get("max_pe"), "complete": doc.get("complete"),
-    }
-    for subset, metrics in doc["subsets"].items():
+    """One row: identity, completeness, one column per subset, the average, other task summary numbers, details."""
+    subsets: dict[str, dict[str, Any]] = doc.get("subsets") or {}
+    expected = [m.get("n_expected") for m in subsets.values()]
+    partial = [f"{s} {m.get('n_scored')}/{m.get('n_expected')}" for s, m in subsets.items() if not m.get("complete")]
+    row: dict[str, Any] = {**identity(exp, doc), "complete": bool(doc.get("complete")),
+                           "n_scored": sum(int(m.get("n_scored") or 0) for m in subsets.values()),
+                           "n_expected": sum(expected) if expected and None not in expected else None,
+                           "incomplete": "; ".join(partial)}
+    for subset, metrics in subsets.items():
         row[subset] = metrics.get("score")
-    for key, value in (doc.get("summary") or {}).items():
+    summary = doc.get("summary") or {}
+    if "average" not in summary:
+        values = [v for v in (_number(m.get("score")) for m in subsets.values()) if v is not None]
+        row["average"] = round(sum(values) / len(values), 4) if values else None
+    for key, value in summary.items():
         if isinstance(value, (int, float, str)) or value is None:
             row[key] = value
+    for key, info in (doc.get("length_subsets") or {}).items():
+        suffix = LENGTH_SHEETS.get(key, key)
+        row[f"average_{suffix}"] = (info.get("summary") or {}).get("average")
+        row[f"n_{suffix}"] = info.get("n_scored")
+    row.update(detail_columns(str(doc.get("task")), doc))
+    row["_subsets"] = list(subsets)
     return row
 
 
-def load_scores(exps: list[ExperimentDir]) -> list[tuple[ExperimentDir, dict[str, Any]]]:
-    """(experiment, scores document) for every experiment that has been evaluated."""
+def length_subset_row(exp: ExperimentDir, doc: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """A row of the `key` (beyond_original / beyond_target) sheet, or None when the experiment has no such subset."""
+    info = (doc.get("length_subsets") or {}).get(key)
+    if not info:
+        return None
+    row: dict[str, Any] = {**identity(exp, doc), "threshold": info.get("threshold"),
+                           "n_in_subset": info.get("n_scored")}
+    subsets = {s: m[key] for s, m in (doc.get("subsets") or {}).items() if isinstance(m.get(key), dict)}
+    for subset, metrics in subsets.items():
+        row[subset] = metrics.get("score")
+    row["average"] = (info.get("summary") or {}).get("average")
+    row["_subsets"] = list(subsets)
+    return row
+
+
+def merge_orders(orders: Iterable[list[str]]) -> list[str]:
+    """One order containing every name, keeping each list's relative order where they agree (new names go right
+    after their predecessor in the list that introduced them)."""
+    out: list[str] = []
+    for seq in orders:
+        prev: str | None = None
+        for name in seq:
+            if name not in out:
+                out.insert(out.index(prev) + 1 if prev is not None else 0, name)
+            prev = name
+    return out
+
+
+def _detail_key(column: str) -> tuple[str, float, str]:
+    prefix, _, rest = column.partition("@")
+    number, _, tag = rest.partition("[")
+    try:
+        return tag, float(number), prefix
+    except ValueError:
+        return tag, math.inf, column
+
+
+def build_table(rows: list[dict[str, Any]], lead: list[str]) -> pd.DataFrame:
+    """Rows -> DataFrame: `lead` columns, datasets (merged task order), average, other summary keys, per-length
+    details; sorted by model, method, experiment. Rows lacking a dataset that other rows have are flagged."""
+    rows = sorted(rows, key=lambda r: (str(r.get("model")), str(r.get("method")), str(r.get("experiment"))))
+    datasets = merge_orders(r["_subsets"] for r in rows)
+    if "incomplete" in lead:
+        for r in rows:
+            missing = [d for d in datasets if d not in r["_subsets"]]
+            if missing:
+                r["complete"] = False
+                r["incomplete"] = "; ".join(filter(None, [r["incomplete"], "missing " + ", ".join(missing)]))
+    records = [{k: v for k, v in r.items() if k != "_subsets"} for r in rows]
+    known = set(lead) | set(datasets) | {"average"}
+    extra: list[str] = []
+    for r in records:
+        extra += [c for c in r if c not in known and c not in extra]
+    details = sorted((c for c in extra if c.startswith(DETAIL_PREFIXES)), key=_detail_key)
+    others = [c for c in extra if c not in details]
+    columns = lead + datasets + ["average"] + others + details
+    return pd.DataFrame(records, columns=columns)
+
+
+def load_scores(exps: list[ExperimentDir]) -> list[Item]:
+    """(experiment, scores document) for every evaluated experiment; warns about unevaluated or stale ones."""
     out = []
     for exp in exps:
-        if exp.scores_path.is_file():
-            out.append((exp, json.loads(exp.scores_path.read_text())))
-        else:
+        if not exp.scores_path.is_file():
             log.warning("%s: no scores.json (run gali-eval first); skipped", exp.name)
+            continue
+        try:
+            doc = json.loads(exp.scores_path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable scores.json (%s); rerun gali-eval --exp %s. Skipped", exp.name, exc, exp.name)
+            continue
+        scored_at = exp.scores_path.stat().st_mtime
+        if any(p.stat().st_mtime > scored_at for paths in exp.prediction_files().values() for p in paths):
+            log.warning("%s: predictions changed after scoring; rerun gali-eval --exp %s for fresh numbers",
+                        exp.name, exp.name)
+        out.append((exp, doc))
     return out
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub markdown table (no extra dependency)."""
-    cols = list(df.columns)
+    cols = [str(c) for c in df.columns]
 
     def fmt(v: Any) -> str:
         if v is None or (isinstance(v, float) and pd.isna(v)):
             return ""
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        return f"{v:.4g}" if isinstance(v, float) else str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
-def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[str, Any]:
-    """Write `out` (xlsx, a sheet per task) plus <task>.csv / <task>.md / figures beside it; return the tables."""
-    by_task: dict[str, list[tuple[ExperimentDir, dict[str, Any]]]] = {}
-    for exp, doc in load_scores(exps):
-        by_task.setdefault(doc["task"], []).append((exp, doc))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tables: dict[str, pd.DataFrame] = {}
+def comparison_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Method x length table for the demo: needle pass rate (%) and PG19 PPL per length.
+
+    Columns `model, method, experiment, metric` (`needle_acc` or `ppl`) then one column per length (ascending,
+    union over all documents; empty where not measured). Rows sorted by model, method, experiment, metric.
+    """
+    from harness.plots import ppl_curve  # noqa: PLC0415
+
+    rows: list[dict[Any, Any]] = []
+    for doc in docs:
+        base = {"model": doc.get("model"), "method": doc.get("method"), "experiment": doc.get("exp_name")}
+        for metrics in (doc.get("subsets") or {}).values():
+            if doc.get("task") == "needle" and metrics.get("by_length"):
+                rows.append({**base, "metric": "needle_acc",
+                             **{int(k): _number(v) for k, v in metrics["by_length"].items()}})
+            elif doc.get("task") == "pg19" and metrics.get("ppl"):
+                rows.append({**base, "metric": "ppl", **{k: round(v, 4) for k, v in ppl_curve(metrics["ppl"])}})
+    lead = ["model", "method", "experiment", "metric"]
+    lengths = sorted({k for r in rows for k in r if isinstance(k, int)})
+    rows.sort(key=lambda r: tuple(str(r[c]) for c in lead))
+    return pd.DataFrame(rows, columns=lead + lengths)
+
+
+def _write_excel(tables: dict[str, pd.DataFrame], out: Path) -> None:
+    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
+    with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+        for sheet, df in tables.items():
+            df.to_excel(writer, sheet_name=sheet[:31], index=False)
+    os.replace(tmp, out)
+
+
+def make_figures(by_task: dict[str, list[Item]], out_dir: Path) -> list[Path]:
+    """Figures of every task with a plotter in harness.plots.PLOTTERS (a failing plot is logged, not raised)."""
+    from harness.plots import PLOTTERS  # noqa: PLC0415
+
     figures: list[Path] = []
+    for task, items in by_task.items():
+        plotter = PLOTTERS.get(task)
+        if plotter is None:
+            continue
+        docs = sorted((d for _, d in items), key=lambda d: str(d.get("exp_name")))
+        try:
+            figures += plotter(docs, out_dir)
+        except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError) as exc:
+            log.warning("%s: plotting failed (%s: %s); tables are unaffected", task, type(exc).__name__, exc)
+    return figures
+
+
+def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[str, Any]:
+    """Write `out` (xlsx, a sheet per task) plus <table>.csv, <table>.md, summary.md, comparison.* and figures/
+    beside it. Returns {"tables": {task: DataFrame} (the workbook's sheets), "length_tables": {"<task>_beyond_orig":
+    DataFrame, ...}, "markdown": str, "figures": [paths], "files": [paths]}."""
+    by_task: dict[str, list[Item]] = {}
+    for exp, doc in load_scores(exps):
+        by_task.setdefault(str(doc.get("task")), []).append((exp, doc))
+    tables: dict[str, pd.DataFrame] = {}
+    length_tables: dict[str, pd.DataFrame] = {}
     for task, items in sorted(by_task.items()):
-        rows = [experiment_row(exp, doc) for exp, doc in items]
-        df = pd.DataFrame(rows)
-        extra = [c for c in df.columns if c not in ID_COLUMNS]
-        df = df[[c for c in ID_COLUMNS if c in df.columns] + extra]
-        df = df.sort_values(["model", "method", "experiment"], kind="stable").reset_index(drop=True)
-        tables[task] = df
-        df.to_csv(out.parent / f"{task}.csv", index=False)
-        (out.parent / f"{task}.md").write_text(to_markdown(df) + "\n")
-        if plots:
-            task_cls = TASKS.get(task)
-            figures += task_cls.plot([d for _, d in items], [e for e, _ in items], out.parent)
-    if tables:
-        with pd.ExcelWriter(out, engine="openpyxl") as writer:
-            for task, df in tables.items():
-                df.to_excel(writer, sheet_name=task[:31], index=False)
-    return {"tables": tables, "figures": figures}
+        tables[task] = build_table([experiment_row(e, d) for e, d in items], ID_COLUMNS)
+        for key, suffix in LENGTH_SHEETS.items():
+            rows = [r for r in (length_subset_row(e, d, key) for e, d in items) if r is not None]
+            if any(r["n_in_subset"] for r in rows):
+                length_tables[f"{task}_{suffix}"] = build_table(rows, ID_COLUMNS[:6] + LENGTH_COLUMNS)
+    result: dict[str, Any] = {"tables": tables, "length_tables": length_tables, "markdown": "", "figures": [],
+                              "files": []}
+    if not tables:
+        return result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for sheet, df in {**tables, **length_tables}.items():
+        md = to_markdown(df)
+        sections.append(f"## {sheet}\n\n{md}\n")
+        df.to_csv(out.parent / f"{sheet}.csv", index=False)
+        (out.parent / f"{sheet}.md").write_text(md + "\n")
+        result["files"] += [out.parent / f"{sheet}.csv", out.parent / f"{sheet}.md"]
+    comparison = comparison_table([d for items in by_task.values() for _, d in items])
+    if not comparison.empty:
+        comparison.to_csv(out.parent / "comparison.csv", index=False)
+        (out.parent / "comparison.md").write_text(to_markdown(comparison) + "\n")
+        sections.append(f"## comparison (method x length)\n\n{to_markdown(comparison)}\n")
+        result["files"] += [out.parent / "comparison.csv", out.parent / "comparison.md"]
+    result["markdown"] = "\n".join(sections)
+    (out.parent / "summary.md").write_text(result["markdown"])
+    _write_excel(tables, out)
+    result["files"] += [out.parent / "summary.md", out]
+    if plots:
+        result["figures"] = make_figures(by_task, out.parent / "figures")
+    return result

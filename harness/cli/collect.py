@@ -13,31 +13,38 @@ from harness.errors import HarnessError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gali-collect", description=__doc__)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--exp", nargs="+", help="experiment name(s) or glob(s)")
+    g.add_argument("--exp", nargs="+", help="experiment name(s) or glob(s) under the results dir")
     g.add_argument("--all", action="store_true", help="every experiment under the results dir")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default=None, help="workbook path (default: <results-dir>/summary/summary.xlsx)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="tables only (no PNG figures)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
 
     def body() -> int:
-        from harness.collect import collect, to_markdown  # noqa: PLC0415
+        from harness.collect import collect  # noqa: PLC0415
         from harness.results import find_experiments  # noqa: PLC0415
 
         exps = find_experiments(args.results_dir, None if args.all else args.exp)
+        if not exps:
+            what = "" if args.all else f" matching {' '.join(args.exp)}"
+            raise HarnessError(f"{args.results_dir}: found no experiment{what}. Fix: run gali-run first, "
+                               "or pass --results-dir")
         out = Path(args.out) if args.out else Path(args.results_dir) / "summary" / "summary.xlsx"
-        result = collect(exps, out, plots=not args.no_plots) if exps else {"tables": {}}
+        if out.suffix.lower() != ".xlsx":
+            raise HarnessError(f"--out {out}: the workbook must be an .xlsx file. Fix: e.g. --out summary/all.xlsx")
+        result = collect(exps, out, plots=not args.no_plots)
         if not result["tables"]:
-            raise HarnessError(f"{args.results_dir}: no evaluated experiments found. Fix: run gali-run, then "
-                               "gali-eval --all, then gali-collect --all")
-        for task, df in result["tables"].items():
-            print(f"\n## {task}\n{to_markdown(df)}")
-        print(f"\nworkbook: {out}")
-        for fig in result.get("figures", []):
-            print(f"figure: {fig}")
-        log.info("collected %d experiments", sum(len(df) for df in result["tables"].values()))
+            raise HarnessError(f"{args.results_dir}: none of the {len(exps)} experiment(s) has been evaluated. Fix: "
+                               "run gali-eval --all, then gali-collect --all")
+        print(result["markdown"])
+        print(f"workbook: {out}")
+        print(f"tables:   {out.parent}/<sheet>.csv, <sheet>.md, summary.md")
+        for fig in result["figures"]:
+            print(f"figure:   {fig}")
+        n = sum(len(df) for sheet, df in result["tables"].items() if "_beyond_" not in sheet)
+        log.info("collected %d experiment(s) from %s", n, args.results_dir)
         return 0
 
     return guarded(body)

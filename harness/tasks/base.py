@@ -82,11 +82,6 @@ class Task:
         values = [m["score"] for m in per_subset.values() if isinstance(m.get("score"), (int, float))]
         return {"average": round(sum(values) / len(values), 2) if values else None}
 
-    @classmethod
-    def plot(cls, docs: list[dict[str, Any]], exps: list[Any], out_dir: Any) -> list[Any]:
-        """Write figures for these experiments' score documents into out_dir; return the paths (default: none)."""
-        return []
-
     def expected_count(self, subset: str) -> int | None:
         """How many examples a complete run of `subset` has (for n scored / n expected); None if unknown."""
         return None

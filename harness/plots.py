@@ -1,0 +1,240 @@
+"""Figures for `gali-collect` (matplotlib, Agg canvas, PNG), keyed by task name in `PLOTTERS`.
+
+Every plotter is `fn(docs, out_dir) -> list[Path]`: `docs` are scores.json documents written by gali-eval
+(`exp_name`, `model`, `method`, `subsets`, `summary`, optional `windows.original_window`), `out_dir` is created.
+What each plotter reads from `doc["subsets"][<subset>]`:
+
+- `needle`: `cells = {"<length>|<depth>": accuracy % or None}` -> one depth x length heatmap per experiment
+  (`needle_<exp>.png`), with a dashed line where the length passes the original window M.
+- `pg19`: `ppl = {"<L>": value}` where value is a number, or a dict holding `ppl_token_weighted` (preferred),
+  `ppl` or `ppl_mean_of_docs` (the pg19 task's per-length table) -> PPL-vs-length curves of all experiments of a
+  model on one figure (`pg19_ppl_<model>.png`, log y axis, dashed line at M). None/NaN values are skipped.
+- `longbench` / `leval`: `score` per dataset (plus `summary.average`) -> grouped bars per dataset, one bar per
+  experiment, one figure per model (`<task>_<model>.png`).
+
+Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Plotter = Callable[[list[dict[str, Any]], Path], list[Path]]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+PPL_KEYS = ("ppl_token_weighted", "ppl", "ppl_mean_of_docs")
+DPI = 100
+
+
+def file_stem(text: str, limit: int = 60) -> str:
+    """A file-name-safe short form of an experiment or model name (a model path gives its last component)."""
+    name = Path(text).name if "/" in text or "\\" in text else text
+    return _UNSAFE.sub("_", name).strip("._")[:limit] or "x"
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None (None, NaN, strings, dicts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _length_label(n: float) -> str:
+    n = int(n)
+    return f"{n / 1024:g}K" if n >= 1024 and n % 1024 == 0 else f"{n / 1000:g}k" if n >= 1000 and n % 1000 == 0 \
+        else str(n)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    return Figure(figsize=(width, height), dpi=DPI)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _unique(stems: Iterable[str]) -> list[str]:
+    """Append -2, -3, ... to repeated stems, so two models named .../a/model and .../b/model do not collide."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return out
+
+
+def _by_model(docs: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(model, file stem, docs sorted by method and experiment) per model, in model order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        groups.setdefault(str(d.get("model")), []).append(d)
+    models = sorted(groups)
+    stems = _unique(file_stem(m) for m in models)
+    return [(m, s, sorted(groups[m], key=lambda d: (str(d.get("method")), str(d.get("exp_name")))))
+            for m, s in zip(models, stems)]
+
+
+def _label(doc: dict[str, Any]) -> str:
+    method, exp = str(doc.get("method")), str(doc.get("exp_name"))
+    return exp if method in exp else f"{method}: {exp}"
+
+
+def _window(doc: dict[str, Any]) -> int | None:
+    value = (doc.get("windows") or {}).get("original_window")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------------------- needle
+def needle_grid(doc: dict[str, Any]) -> tuple[list[float], list[float], list[list[float | None]]]:
+    """(lengths, depths, accuracy[depth][length]) from the `cells` of every subset of a needle scores document."""
+    cells: dict[tuple[float, float], float | None] = {}
+    for metrics in (doc.get("subsets") or {}).values():
+        for key, value in (metrics.get("cells") or {}).items():
+            length, _, depth = str(key).partition("|")
+            try:
+                cells[(float(length), float(depth))] = _number(value)
+            except ValueError:
+                log.debug("needle cell key %r not '<length>|<depth>'; ignored", key)
+    lengths = sorted({k[0] for k in cells})
+    depths = sorted({k[1] for k in cells})
+    grid = [[cells.get((length, depth)) for length in lengths] for depth in depths]
+    return lengths, depths, grid
+
+
+def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """One heatmap per experiment: rows = needle depth (%), columns = length, colour = pass rate (%)."""
+    import numpy as np  # noqa: PLC0415
+
+    paths = []
+    stems = _unique(file_stem(str(d.get("exp_name"))) for d in docs)
+    for doc, stem in zip(docs, stems):
+        lengths, depths, grid = needle_grid(doc)
+        if not lengths:
+            log.info("%s: no needle cells to plot", doc.get("exp_name"))
+            continue
+        values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
+        fig = _figure(max(4.0, 0.55 * len(lengths) + 2.5), max(3.0, 0.3 * len(depths) + 1.5))
+        ax = fig.add_subplot()
+        image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(len(lengths)), [_length_label(x) for x in lengths], rotation=45 if len(lengths) > 8 else 0)
+        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("needle depth")
+        if values.size <= 400:
+            for (i, j), v in np.ndenumerate(values):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
+        window = _window(doc)
+        if window is not None and lengths[0] < window <= lengths[-1]:
+            x = next(i for i, length in enumerate(lengths) if length >= window) - 0.5
+            ax.axvline(x, color="black", linestyle="--", linewidth=1.2)
+            ax.text(x, -0.6, f" M={window}", fontsize=8, va="bottom")
+        scores = [_number(m.get("score")) for m in doc["subsets"].values()]
+        overall = f" - {scores[0]:.1f}%" if len(scores) == 1 and scores[0] is not None else ""
+        ax.set_title(f"{_label(doc)}{overall}", fontsize=10)
+        fig.colorbar(image, ax=ax, label="pass rate (%)")
+        paths.append(_save(fig, out_dir / f"needle_{stem}.png"))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------------ pg19
+def ppl_curve(ppl: dict[str, Any]) -> list[tuple[int, float]]:
+    """Sorted (length, PPL) points of a `{"<L>": number | {"ppl_token_weighted": ...}}` mapping (bad points dropped)."""
+    points = []
+    for key, value in (ppl or {}).items():
+        if isinstance(value, dict):
+            value = next((value[k] for k in PPL_KEYS if _number(value.get(k)) is not None), None)
+        y = _number(value)
+        try:
+            x = int(float(key))
+        except (TypeError, ValueError):
+            continue
+        if y is not None and y > 0:
+            points.append((x, y))
+    return sorted(points)
+
+
+def plot_ppl(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """PPL vs evaluated length, every experiment of a model on one figure (log y)."""
+    paths = []
+    for model, stem, group in _by_model(docs):
+        fig = _figure(7.0, 4.5)
+        ax = fig.add_subplot()
+        drawn = 0
+        for doc in group:
+            subsets = doc.get("subsets") or {}
+            for subset, metrics in subsets.items():
+                points = ppl_curve(metrics.get("ppl") or {})
+                if not points:
+                    continue
+                label = _label(doc) + (f" [{subset}]" if len(subsets) > 1 else "")
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=label)
+                drawn += 1
+        if not drawn:
+            log.info("%s: no PPL curves to plot", model)
+            continue
+        for window in sorted({w for w in (_window(d) for d in group) if w}):
+            ax.axvline(window, color="grey", linestyle="--", linewidth=1)
+            ax.text(window, 1.0, f" M={window}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+        ax.set_yscale("log")
+        ax.set_xlabel("evaluated length (tokens)")
+        ax.set_ylabel("perplexity")
+        ax.set_title(f"PG19 perplexity - {model}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out_dir / f"pg19_ppl_{stem}.png"))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------------ bars
+def plot_bars(docs: list[dict[str, Any]], out_dir: Path, task: str = "longbench") -> list[Path]:
+    """Grouped bars per dataset (and the average), one bar per experiment; one figure per model."""
+    import numpy as np  # noqa: PLC0415
+
+    paths = []
+    for model, stem, group in _by_model(docs):
+        datasets: list[str] = []
+        for doc in group:
+            datasets += [s for s in (doc.get("subsets") or {}) if s not in datasets]
+        has_average = any(_number((d.get("summary") or {}).get("average")) is not None for d in group)
+        columns = datasets + (["average"] if has_average else [])
+        if not columns:
+            continue
+        fig = _figure(min(30.0, max(6.0, len(columns) * (0.5 + 0.15 * len(group)))), 4.5)
+        ax = fig.add_subplot()
+        width = 0.8 / len(group)
+        x = np.arange(len(columns))
+        for k, doc in enumerate(group):
+            subsets = doc.get("subsets") or {}
+            values = [_number((subsets.get(c) or {}).get("score")) for c in datasets]
+            if has_average:
+                values.append(_number((doc.get("summary") or {}).get("average")))
+            heights = [np.nan if v is None else v for v in values]
+            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=_label(doc))
+        ax.set_xticks(x, columns, rotation=45, ha="right")
+        ax.set_ylabel("score")
+        ax.set_title(f"{task} - {model}", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out_dir / f"{task}_{stem}.png"))
+    return paths
+
+
+PLOTTERS: dict[str, Plotter] = {
+    "needle": plot_needle,
+    "pg19": plot_ppl,
+    "longbench": partial(plot_bars, task="longbench"),
+    "leval": partial(plot_bars, task="leval"),
+}
