@@ -66,7 +66,8 @@ def _env_int(env: Mapping[str, str], name: str, default: int | None = None) -> i
     try:
         return int(value)
     except ValueError:
-        raise HarnessError(f"environment variable {name}={value!r} is not an integer") from None
+        msg = f"environment variable {name}={value!r} is not an integer. Fix: correct or unset it"
+        raise HarnessError(msg) from None
 
 
 def _shard_from_env(env: Mapping[str, str]) -> tuple[int, int]:
