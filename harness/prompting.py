@@ -1,12 +1,16 @@
 """Prompt formats: how a task's plain prompt becomes token ids for a given model.
 
-- `raw`: the plain prompt, tokenised with the tokenizer's special tokens (BOS).
-- `chat_template`: the tokenizer's chat template with an optional system prompt (default none).
-- `reference`: exactly the original GALI harness: Llama-2 `[INST]…[/INST]` without system prompt; Llama-3 chat
-  template with its default "pirate" system prompt; decided by the case-sensitive substrings "Llama-2"/"Llama-3"
-  of the model name (other models fall back to `raw`, where the reference would crash).
+- `raw`: the plain prompt, tokenised with the tokenizer's special tokens (BOS). No system prompt.
+- `chat_template`: the tokenizer's chat template, with the config's `system_prompt` as system message (default none).
+- `reference`: exactly the original GALI harness (harness.md §2): Llama-2 `"[INST]" + prompt + "[/INST]"` (no spaces,
+  no system prompt, BOS from the tokenizer); Llama-3 chat template with the default "pirate" system prompt (the
+  config's `system_prompt` is ignored). The family is decided by the case-sensitive substrings "Llama-2"/"Llama-3" of
+  the model name, as in the reference; for other names, by the tokenizer's chat template (Llama-3 header tokens or
+  Llama-2 `[INST]`/`<<SYS>>`); otherwise a ConfigError (the reference would crash).
 - `auto` (default): `chat_template` when the tokenizer has one, else `raw`.
-Datasets in NO_WRAP_DATASETS are never chat-wrapped (LongBench: "chat models are better off without build prompts").
+
+Datasets in NO_WRAP_DATASETS are never chat-wrapped, in every format (LongBench: "chat models are better off
+without build prompts on these tasks"): they are tokenised as plain text.
 """
 
 from __future__ import annotations
@@ -14,23 +18,55 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from harness.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 NO_WRAP_DATASETS = frozenset({"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"})
 REFERENCE_LLAMA3_SYSTEM = "You are a pirate chatbot who always responds in pirate speak!"
+LLAMA2_B_INST, LLAMA2_E_INST = "[INST]", "[/INST]"
+LLAMA2_B_SYS, LLAMA2_E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
+PROMPT_FORMATS = ("auto", "reference", "chat_template", "raw")
+
+_warned: set[str] = set()
 
 
-def reference_family(model_name: str) -> str | None:
-    """'llama2' / 'llama3' by the reference's case-sensitive substring test, else None."""
+def _warn_once(key: str, msg: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(msg, *args)
+
+
+def reference_family(model_name: str, tokenizer: Any = None) -> str | None:
+    """'llama2' / 'llama3' by the reference's case-sensitive substring test, else from the chat template, else None."""
     if "Llama-2" in model_name:
         return "llama2"
     if "Llama-3" in model_name:
         return "llama3"
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if not isinstance(template, str):
+        return None
+    if "<|start_header_id|>" in template:
+        return "llama3"
+    if "[INST]" in template and "<<SYS>>" in template:
+        return "llama2"
     return None
+
+
+def require_reference_family(model_name: str, tokenizer: Any = None) -> str:
+    """The reference family of this model, or a ConfigError explaining the alternatives."""
+    family = reference_family(model_name, tokenizer)
+    if family is None:
+        raise ConfigError("prompt_format", f"'reference' reproduces the GALI prompts of Llama-2 / Llama-3 chat models "
+                          f"only, and '{model_name}' is neither (no 'Llama-2'/'Llama-3' in its name, no Llama chat "
+                          f"template)", "use prompt_format = \"chat_template\" or \"raw\"")
+    return family
 
 
 def effective_format(fmt: str, tokenizer: Any) -> str:
     """Resolve 'auto' for this tokenizer."""
+    if fmt not in PROMPT_FORMATS:
+        raise ConfigError("prompt_format", f"unknown prompt format {fmt!r}", f"use one of {', '.join(PROMPT_FORMATS)}")
     if fmt != "auto":
         return fmt
     return "chat_template" if getattr(tokenizer, "chat_template", None) else "raw"
@@ -43,33 +79,58 @@ def _ids(encoded: Any) -> list[int]:
         encoded = encoded.tolist()
     if encoded and isinstance(encoded[0], list):
         encoded = encoded[0]
-    return list(encoded)
+    return [int(i) for i in encoded]
 
 
-def _chat(tokenizer: Any, prompt: str, system: str | None) -> list[int]:
+def encode_plain(tokenizer: Any, text: str) -> list[int]:
+    """`tokenizer(text)` with the tokenizer's special tokens (BOS for Llama), no truncation."""
+    return _ids(tokenizer(text)["input_ids"])
+
+
+def encode_chat(tokenizer: Any, user: str, system: str | None = None) -> list[int]:
+    """The chat template applied to [system?, user] with the generation prompt (tokenised without extra specials).
+
+    A template that rejects the system role gets the system text prepended to the user message instead.
+    """
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("prompt_format 'chat_template' needs a tokenizer with a chat template")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        raise ConfigError("prompt_format", "'chat_template' needs a tokenizer with a chat template, and this one has "
+                          "none", "use prompt_format = \"raw\" (or \"auto\", which picks raw for such tokenizers)")
+    user_msg = {"role": "user", "content": user}
+    if system:
+        try:
+            return _ids(tokenizer.apply_chat_template([{"role": "system", "content": system}, user_msg],
+                                                      add_generation_prompt=True, tokenize=True))
+        except Exception as exc:  # noqa: BLE001 - jinja raises TemplateError (or anything) for unsupported roles
+            _warn_once("system-role", "chat template rejects a system message (%s); prepending it to the user turn",
+                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            user_msg = {"role": "user", "content": f"{system}\n\n{user}"}
+    return _ids(tokenizer.apply_chat_template([user_msg], add_generation_prompt=True, tokenize=True))
 
 
 def encode_prompt(tokenizer: Any, prompt: str, fmt: str, model_name: str = "", dataset: str | None = None,
                   system_prompt: str | None = None) -> list[int]:
-    """Token ids of `prompt` in prompt format `fmt` (see module docstring)."""
+    """Token ids of a task prompt without its own system prompt (LongBench, needle, passkey) in format `fmt`.
+
+    `system_prompt` is the config's `system_prompt`: used by `chat_template` only (the reference has none for
+    Llama-2 and the pirate prompt for Llama-3; `raw` has none).
+    """
     fmt = effective_format(fmt, tokenizer)
     no_wrap = dataset in NO_WRAP_DATASETS
-    if fmt == "raw" or (no_wrap and fmt == "chat_template"):
-        return _ids(tokenizer(prompt)["input_ids"])
+    if fmt == "raw" or no_wrap:
+        return encode_plain(tokenizer, prompt)
     if fmt == "chat_template":
-        return _chat(tokenizer, prompt, system_prompt)
-    if fmt == "reference":
-        family = reference_family(model_name)
-        if family == "llama2":
-            return _ids(tokenizer(prompt if no_wrap else "[INST]" + prompt + "[/INST]")["input_ids"])
-        if family == "llama3" and not no_wrap:
-            return _chat(tokenizer, prompt, system_prompt or REFERENCE_LLAMA3_SYSTEM)
-        return _ids(tokenizer(prompt)["input_ids"])
-    raise ValueError(f"unknown prompt format {fmt!r}")
+        return encode_chat(tokenizer, prompt, system_prompt)
+    if system_prompt:
+        _warn_once("ref-system", "prompt_format 'reference' ignores system_prompt (the reference uses none for "
+                   "Llama-2 and %r for Llama-3)", REFERENCE_LLAMA3_SYSTEM)
+    if require_reference_family(model_name, tokenizer) == "llama2":
+        return encode_plain(tokenizer, LLAMA2_B_INST + prompt + LLAMA2_E_INST)
+    return encode_chat(tokenizer, prompt, REFERENCE_LLAMA3_SYSTEM)
+
+
+def newline_token_id(tokenizer: Any) -> int:
+    """The reference's newline stop id for samsum: the last id of `encode("\\n", add_special_tokens=False)`."""
+    return _ids(tokenizer.encode("\n", add_special_tokens=False))[-1]
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:

@@ -31,13 +31,19 @@ def garbage_chars(length: int, chars_per_token: float) -> int:
     return n if n > 0 else int(chars_per_token * length)
 
 
-def build_prompt(key: int, depth: float, n_garbage: int) -> str:
-    """The reference prompt: both filler slices start at the beginning of the repeated garbage (may cut mid-word)."""
+def build_prompt_at(key: int, n_prefix: int, n_garbage: int) -> str:
+    """The reference prompt with `n_prefix` filler characters before the key line and `n_garbage - n_prefix` after;
+    both filler slices start at the beginning of the repeated garbage (and may cut mid-word)."""
     reps = n_garbage // (len(GARBAGE) + 1) + 2
     garbage_inf = " ".join([GARBAGE] * reps)
-    prefix = garbage_inf[: int(depth * n_garbage)]
+    prefix = garbage_inf[:n_prefix]
     suffix = garbage_inf[: n_garbage - len(prefix)]
     return "\n".join([TASK_DESCRIPTION, prefix, needle_line(key), suffix, QUESTION])
+
+
+def build_prompt(key: int, depth: float, n_garbage: int) -> str:
+    """The needle prompt: the key line after `int(depth * n_garbage)` filler characters."""
+    return build_prompt_at(key, int(depth * n_garbage), n_garbage)
 
 
 @dataclass
@@ -122,9 +128,17 @@ class Needle(Task):
         return len(self.lengths()) * self.options.depths * (self.cfg.times or 0)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        cells: dict[str, list[bool]] = {}
-        for r in records:
-            cells.setdefault(f"{r['meta']['length']}|{r['meta']['depth']:g}", []).append(bool(r["passed"]))
-        passed = [p for v in cells.values() for p in v]
-        return {"score": round(100 * sum(passed) / len(passed), 2) if passed else None,
-                "cells": {k: round(100 * sum(v) / len(v), 2) for k, v in sorted(cells.items())}}
+        from harness.scoring.needle import aggregate_needle  # noqa: PLC0415
+
+        rows = [{"length": r["meta"]["length"], "depth": r["meta"]["depth"], "passed": bool(r["passed"]),
+                 "tokens": r.get("prompt_len")} for r in records]
+        agg = aggregate_needle(rows)
+
+        def pct(s: dict[str, Any]) -> float | None:
+            return round(100 * s["accuracy"], 2) if s["accuracy"] is not None else None
+
+        return {"score": pct(agg["overall"]),
+                "cells": {f"{c['length']}|{c['depth']:g}": pct(c) for c in agg["cells"]},
+                "by_length": {str(c["length"]): pct(c) for c in agg["by_length"]},
+                "by_depth": {f"{c['depth']:g}": pct(c) for c in agg["by_depth"]},
+                "tokens_by_length": {str(c["length"]): c["mean_tokens"] for c in agg["by_length"]}}

@@ -1,0 +1,141 @@
+"""`gali-data`: pre-fetch benchmark data into the Hugging Face cache (or a plain directory) and show where it lives.
+
+    gali-data download longbench leval pg19        # into the HF cache (HF_HOME); copy that cache to offline nodes
+    gali-data download all --to /shared/gali-data  # also write plain files: <dir>/longbench/*.jsonl, <dir>/leval/...
+    gali-data where longbench                      # cached? which file to put where for data_dir
+    gali-data download longbench --cfg configs/longbench/x.toml   # repo ids / file names from [task_options]
+
+needle and passkey are synthetic and need no data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import data
+from harness.cli._common import guarded, setup_logging
+from harness.errors import HarnessError
+
+DATA_TASKS = ("longbench", "leval", "pg19")
+SYNTHETIC = ("needle", "passkey")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gali-data", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("download", "fetch the data files of these tasks"), ("where", "show where the data is")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("tasks", nargs="+", help=f"{', '.join(DATA_TASKS)} or all")
+        s.add_argument("--cfg", help="take repo ids / file names / data_dir from this config's task")
+        if name == "download":
+            s.add_argument("--to", metavar="DIR", help="also write plain files into DIR/<task>/ (use as data_dir)")
+        s.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _options(task: str, cfg_path: str | None) -> tuple[Any, str | None]:
+    """(typed task options, data_dir) from --cfg if it configures `task`, else the defaults."""
+    from harness import params as P  # noqa: PLC0415
+    from harness.config import from_dict, read_toml  # noqa: PLC0415
+    from harness.tasks.base import TASKS  # noqa: PLC0415
+
+    cls = TASKS.get(task)
+    if cfg_path:
+        cfg = from_dict(read_toml(cfg_path), source=cfg_path, exp_name_default=Path(cfg_path).stem)
+        if TASKS.canonical(cfg.task, "task") == task:
+            return P.build(cls.Options, cfg.task_options, prefix="task_options."), cfg.data_dir
+    return P.build(cls.Options, {}), None
+
+
+def _tasks(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        if name == "all":
+            out.extend(DATA_TASKS)
+        elif name in SYNTHETIC or name in ("passkey_retreival",):
+            print(f"{name}: synthetic (generated from the config), no data to fetch")
+        elif name in DATA_TASKS:
+            out.append(name)
+        else:
+            raise HarnessError(f"gali-data: unknown task '{name}'. Fix: use {', '.join(DATA_TASKS)} or all")
+    return list(dict.fromkeys(out))
+
+
+def download(task: str, opts: Any, to: str | None) -> None:
+    from harness.tasks.leval import LEVAL_TASKS  # noqa: PLC0415
+
+    if task == "longbench":
+        path = data.longbench_archive(opts.repo_id, opts.archive, opts.revision)
+        print(f"longbench: {path}")
+        if to:
+            files = data.export_longbench(Path(to) / "longbench", None, opts.repo_id, opts.archive, opts.revision)
+            print(f"longbench: {len(files)} JSONL files -> {Path(to) / 'longbench'} (data_dir)")
+    elif task == "leval":
+        for name in LEVAL_TASKS:
+            path = data.leval_file(name, opts.repo_id, opts.path_template, opts.revision)
+            print(f"leval/{name}: {path}")
+            if to:
+                dest = Path(to) / "leval" / f"{name}.jsonl"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dest)
+        if to:
+            print(f"leval: {len(LEVAL_TASKS)} JSONL files -> {Path(to) / 'leval'} (data_dir)")
+    else:
+        files = data.pg19_files(opts.repo_id, opts.pattern, opts.revision)
+        for f in files:
+            print(f"pg19: {f}")
+        if to:
+            written = data.export_documents(data.read_documents(files, opts.text_column), Path(to) / "pg19")
+            print(f"pg19: {len(written)} books as .txt -> {Path(to) / 'pg19'} (data_dir)")
+
+
+def where(task: str, opts: Any, data_dir: str | None) -> None:
+    from harness.tasks.leval import LEVAL_TASKS  # noqa: PLC0415
+
+    def show(label: str, path: Path | None, hint: str) -> None:
+        print(f"  {label}: {path if path else 'not cached (' + hint + ')'}")
+
+    print(f"{task}: HF cache {data.hub_cache_dir()}{' (HF_HUB_OFFLINE)' if data.hub_offline() else ''}")
+    if task == "longbench":
+        show(f"{opts.repo_id}/{opts.archive}", data.cached_file(opts.repo_id, opts.archive, opts.revision),
+             "gali-data download longbench")
+        print("  data_dir layout: <data_dir>/<name>.jsonl, e.g. narrativeqa.jsonl, qasper_e.jsonl (from data.zip)")
+    elif task == "leval":
+        for name in LEVAL_TASKS:
+            filename = opts.path_template.format(task=name)
+            show(f"{opts.repo_id}/{filename}", data.cached_file(opts.repo_id, filename, opts.revision),
+                 "gali-data download leval")
+        print("  data_dir layout: <data_dir>/<task>.jsonl, e.g. coursera.jsonl")
+    else:
+        try:
+            files = data.pg19_files(opts.repo_id, opts.pattern, opts.revision, download=False)
+            show(f"{opts.repo_id}/{opts.pattern}", files[0].parent, "")
+        except HarnessError:
+            show(f"{opts.repo_id}/{opts.pattern}", None, "gali-data download pg19")
+        print("  data_dir layout: <data_dir>/<book>.txt (sorted by name)")
+    if data_dir:
+        print(f"  the config sets data_dir = {data_dir!r}: {'exists' if Path(data_dir).is_dir() else 'MISSING'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        for task in _tasks(args.tasks):
+            opts, data_dir = _options(task, args.cfg)
+            if args.command == "download":
+                download(task, opts, args.to)
+            else:
+                where(task, opts, data_dir)
+        return 0
+
+    return guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

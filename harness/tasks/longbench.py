@@ -1,0 +1,178 @@
+"""`longbench`: LongBench v1 as run by the reference harness (harness.md §2.1, §3.1, §7.1, §7.2).
+
+Default subsets: the 16 English datasets (or, with `task_options.longbench_e = true`, the 13 LongBench-E `_e` files);
+the 5 Chinese datasets can be selected with `subsets`. Per example: `dataset2prompt[name].format(**row)`, middle
+truncation to `max_pe - max_new_tokens - 50` tokens, the prompt format (`reference`: Llama-2 `[INST]…[/INST]` /
+Llama-3 chat with the pirate system prompt; the no-wrap datasets stay plain), greedy decoding with
+`dataset2maxlen[name]` new tokens; samsum also stops at a newline and generates at least one token.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from harness import data
+from harness.errors import ConfigError, DataError
+from harness.prompting import encode_prompt, newline_token_id, stop_token_ids
+from harness.tasks._common import middle_truncate, table
+from harness.tasks.base import TASKS, Example, Task
+
+log = logging.getLogger(__name__)
+
+LONGBENCH_EN = ["narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique", "gov_report", "qmsum",
+                "multi_news", "trec", "triviaqa", "samsum", "passage_count", "passage_retrieval_en", "lcc",
+                "repobench-p"]
+LONGBENCH_ZH = ["multifieldqa_zh", "dureader", "vcsum", "lsht", "passage_retrieval_zh"]
+LONGBENCH_E = ["qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "gov_report", "multi_news", "trec", "triviaqa",
+               "samsum", "passage_count", "passage_retrieval_en", "lcc", "repobench-p"]
+
+
+def base_dataset(subset: str) -> str:
+    """`qasper_e` -> `qasper` (templates, generation lengths and metrics are those of the base dataset)."""
+    return subset[:-2] if subset.endswith("_e") and subset[:-2] in LONGBENCH_E else subset
+
+
+def build_prompt(subset: str, row: dict[str, Any]) -> str:
+    """The reference prompt: `dataset2prompt[dataset].format(**row)`."""
+    return table("longbench_dataset2prompt")[base_dataset(subset)].format(**row)
+
+
+@dataclass
+class LongBenchOptions:
+    """[task_options] for longbench."""
+
+    longbench_e: bool = False  # run the 13 LongBench-E files (`<name>_e.jsonl`) instead of the 16 English sets
+    repo_id: str = data.LONGBENCH_REPO
+    archive: str = data.LONGBENCH_ARCHIVE
+    revision: str | None = None
+    truncation_slack: int = 50  # tokens kept free for the chat wrapper (reference: 50)
+    max_new_tokens: int | None = None  # overrides dataset2maxlen for every subset (not the reference)
+
+
+@TASKS.register
+class LongBench(Task):
+    """LongBench (and LongBench-E) with the reference prompts, truncation and metrics."""
+
+    name = "longbench"
+    Options = LongBenchOptions
+    description = "LongBench v1: 16 English datasets (LongBench-E, Chinese sets selectable)"
+
+    def __init__(self, cfg: Any, options: LongBenchOptions, tokenizer: Any = None):
+        super().__init__(cfg, options, tokenizer)
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+
+    @classmethod
+    def validate(cls, cfg: Any, options: LongBenchOptions) -> None:
+        if not cfg.max_pe:
+            raise ConfigError("max_pe", "longbench needs the target window (prompts are truncated to "
+                              "max_pe - max_new_tokens - 50 tokens)", "add e.g. max_pe = 16384")
+        if options.max_new_tokens is not None and options.max_new_tokens <= 0:
+            raise ConfigError("task_options.max_new_tokens", "must be positive", "remove it to use dataset2maxlen")
+        if options.truncation_slack < 0:
+            raise ConfigError("task_options.truncation_slack", "must be >= 0", "use 50 (the reference)")
+        names = cfg.subsets or ([f"{n}_e" for n in LONGBENCH_E] if options.longbench_e else LONGBENCH_EN)
+        maxlen = table("longbench_dataset2maxlen")
+        for name in names:
+            base = base_dataset(name)
+            if base not in maxlen:
+                continue  # unknown names are reported by the runner with the list of valid ones
+            gen = options.max_new_tokens or maxlen[base]
+            if cfg.max_pe - gen - options.truncation_slack < 2:
+                raise ConfigError("max_pe", f"{cfg.max_pe} leaves no room for the '{name}' prompt (max_pe - "
+                                  f"max_new_tokens {gen} - {options.truncation_slack} < 2)",
+                                  f"raise max_pe above {gen + options.truncation_slack + 2} or set "
+                                  f"task_options.max_new_tokens")
+
+    # ------------------------------------------------------------------------------------------------ subsets
+    def subsets(self) -> list[str]:
+        names = [f"{n}_e" for n in LONGBENCH_E] if self.options.longbench_e else list(LONGBENCH_EN)
+        return names[:1] if self.cfg.test else names
+
+    def available_subsets(self) -> list[str]:
+        return LONGBENCH_EN + LONGBENCH_ZH + [f"{n}_e" for n in LONGBENCH_E]
+
+    def max_new_tokens(self, subset: str) -> int | None:
+        return self.options.max_new_tokens or int(table("longbench_dataset2maxlen")[base_dataset(subset)])
+
+    def budget(self, subset: str) -> int:
+        """Token budget of the truncated plain prompt: max_pe - max_new_tokens - slack (reference: 50)."""
+        return int(self.cfg.max_pe - self.max_new_tokens(subset) - self.options.truncation_slack)
+
+    # --------------------------------------------------------------------------------------------------- data
+    def rows(self, subset: str, download: bool = True) -> list[dict[str, Any]]:
+        if subset not in self._rows:
+            o = self.options
+            self._rows[subset] = data.load_longbench(subset, self.cfg.data_dir, o.repo_id, o.archive, o.revision,
+                                                     download=download)
+        return self._rows[subset]
+
+    def examples(self, subset: str) -> list[Example]:
+        rows = self.rows(subset)
+        if self.cfg.test:
+            rows = rows[:1]
+        out: list[Example] = []
+        seen: set[str] = set()
+        for i, row in enumerate(rows):
+            eid = str(row.get("_id") or f"{subset}-{i:04d}")
+            if eid in seen:
+                eid = f"{eid}-{i}"
+            seen.add(eid)
+            try:
+                prompt = build_prompt(subset, row)
+            except (KeyError, IndexError) as exc:
+                raise DataError(f"LongBench '{subset}' row {i}: the prompt template needs field {exc}") from None
+            refs = {"answers": list(row["answers"]), "all_classes": row.get("all_classes")}
+            out.append(Example(eid, subset, prompt, refs, {"index": i, "length": row.get("length")}))
+        return out
+
+    # ---------------------------------------------------------------------------------------------------- run
+    def prepare(self, example: Example) -> tuple[list[int], bool]:
+        """(input ids, truncated) of one example: middle truncation, then the prompt format."""
+        prompt, truncated = middle_truncate(self.tokenizer, example.inputs, self.budget(example.subset))
+        ids = encode_prompt(self.tokenizer, prompt, self.cfg.prompt_format, self.cfg.model,
+                            base_dataset(example.subset), self.cfg.system_prompt)
+        return ids, truncated
+
+    def input_length(self, example: Example) -> int | None:
+        return len(self.prepare(example)[0]) if self.tokenizer is not None else None
+
+    def run(self, example: Example, engine: Any) -> dict[str, Any]:
+        ids, truncated = self.prepare(example)
+        stops = stop_token_ids(self.tokenizer, engine.model)
+        min_new = 0
+        if base_dataset(example.subset) == "samsum":  # avoid endless "\nDialogue" continuations
+            stops.append(newline_token_id(self.tokenizer))
+            min_new = 1
+        gen = engine.generate(ids, self.max_new_tokens(example.subset), stops, min_new)
+        return {**gen.record_fields(), "answers": example.references["answers"],
+                "all_classes": example.references["all_classes"], "length": example.meta["length"],
+                "truncated": truncated}
+
+    # ------------------------------------------------------------------------------------------------ scoring
+    def expected_count(self, subset: str) -> int | None:
+        from harness.scoring.longbench_metrics import DATASET2COUNT  # noqa: PLC0415
+
+        if self.cfg.test:
+            return 1
+        try:
+            return len(self.rows(subset, download=False))
+        except DataError:
+            return DATASET2COUNT.get(subset)  # the official counts (plain sets only)
+
+    def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        from harness.scoring.longbench_metrics import score_dataset, score_longbench_e  # noqa: PLC0415
+
+        records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
+        preds = [r["prediction"] for r in records]
+        answers = [r["answers"] for r in records]
+        classes = [r.get("all_classes") for r in records]
+        all_classes = classes if any(classes) else None
+        base = base_dataset(subset)
+        out: dict[str, Any] = {"score": score_dataset(base, preds, answers, all_classes)}
+        if subset.endswith("_e"):
+            lengths = [int(r.get("length") or 0) for r in records]
+            out["buckets"] = score_longbench_e(base, preds, answers, lengths, all_classes)
+        out["truncated"] = sum(bool(r.get("truncated")) for r in records)
+        return out

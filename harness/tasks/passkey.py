@@ -1,0 +1,104 @@
+"""`passkey` (legacy name `passkey_retreival`): the reference's random-position pass-key test (harness.md §2.4).
+
+`times` trials; each puts the key line after a random number of filler characters in `[0, n_garbage]` and draws the
+key from `[1, 50000]`, both from a per-trial RNG seeded by the run seed and the trial id. The prompt, generation
+budget (key tokens + 100) and substring scoring are the needle task's.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.prompting import encode_prompt, stop_token_ids
+from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.needle import build_prompt_at
+
+
+@dataclass
+class PasskeyOptions:
+    """[task_options] for passkey."""
+
+    key_min: int = 1
+    key_max: int = 50000
+    extra_new_tokens: int = 100  # the reference generates len(answer tokens) + 100
+    depth_bins: int = 5  # accuracy by insert position in this many equal bins (reporting only)
+
+
+@TASKS.register
+class Passkey(Task):
+    """Pass-key retrieval with the key at a random position of `n_garbage` filler characters."""
+
+    name = "passkey"
+    aliases = ("passkey_retreival", "passkey_retrieval")
+    Options = PasskeyOptions
+    description = "synthetic pass-key test, random insert position (legacy passkey_retreival)"
+
+    @classmethod
+    def validate(cls, cfg: Any, options: PasskeyOptions) -> None:
+        if not cfg.n_garbage:
+            raise ConfigError("n_garbage", "passkey needs the number of filler characters",
+                              "add e.g. n_garbage = 60000")
+        if not cfg.times:
+            raise ConfigError("times", "passkey needs the number of trials", "add e.g. times = 20")
+        if options.key_min > options.key_max:
+            raise ConfigError("task_options.key_min", "key_min > key_max", "make key_min <= key_max")
+        if options.depth_bins <= 0:
+            raise ConfigError("task_options.depth_bins", "must be positive", "use e.g. 5")
+
+    def subsets(self) -> list[str]:
+        return ["passkey"]
+
+    def max_new_tokens(self, subset: str) -> int | None:
+        return len(str(self.options.key_max)) + 1 + self.options.extra_new_tokens
+
+    def trials(self) -> int:
+        return 1 if self.cfg.test else int(self.cfg.times)
+
+    def examples(self, subset: str) -> list[Example]:
+        from harness.runner import derive_seed  # noqa: PLC0415
+
+        n_garbage = int(self.cfg.n_garbage)
+        out = []
+        for trial in range(self.trials()):
+            eid = f"T{trial}"
+            rng = random.Random(derive_seed(self.cfg.seed, "passkey-key", eid))
+            position = rng.randint(0, n_garbage)  # the reference draws the position first, then the key
+            key = rng.randint(self.options.key_min, self.options.key_max)
+            out.append(Example(eid, subset, build_prompt_at(key, position, n_garbage), [str(key)],
+                               {"n_garbage": n_garbage, "position": position, "trial": trial,
+                                "depth": round(100 * position / n_garbage, 2)}))
+        return out
+
+    def encode(self, example: Example) -> list[int]:
+        return encode_prompt(self.tokenizer, example.inputs, self.cfg.prompt_format, self.cfg.model, "passkey",
+                             self.cfg.system_prompt)
+
+    def input_length(self, example: Example) -> int | None:
+        return len(self.encode(example)) if self.tokenizer is not None else None
+
+    def run(self, example: Example, engine: Any) -> dict[str, Any]:
+        key = example.references[0]
+        budget = len(self.tokenizer(key, add_special_tokens=False)["input_ids"]) + self.options.extra_new_tokens
+        gen = engine.generate(self.encode(example), budget, stop_token_ids(self.tokenizer, engine.model))
+        return {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
+
+    def expected_count(self, subset: str) -> int | None:
+        return self.trials()
+
+    def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        if not records:
+            return {"score": None}
+        bins = self.options.depth_bins
+        by_bin: dict[int, list[bool]] = {}
+        for r in records:
+            b = min(int(r["meta"]["depth"] / 100 * bins), bins - 1)
+            by_bin.setdefault(b, []).append(bool(r["passed"]))
+        passed = [bool(r["passed"]) for r in records]
+        width = 100 / bins
+        return {"score": round(100 * sum(passed) / len(passed), 2),
+                "by_depth": {f"{b * width:g}-{(b + 1) * width:g}": round(100 * sum(v) / len(v), 2)
+                             for b, v in sorted(by_bin.items())},
+                "mean_prompt_tokens": round(sum(r.get("prompt_len") or 0 for r in records) / len(records), 1)}
