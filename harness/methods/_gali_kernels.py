@@ -1,0 +1,216 @@
+"""GALI attention arithmetic (methods.md §2.7–2.9), free of model glue.
+
+Logit interpolation. Queries sit at integer positions P_i = ceil(p_i), so the weight r_j = frac(P_i − p_j) depends on
+the key only and the interpolated logit (1 − r)·ℓ(P_i, ceil p_j) + r·ℓ(P_i, floor p_j) equals an ordinary logit
+against the interpolated rotated key k'_j = (1 − r_j)·R(ceil p_j)k_j + r_j·R(floor p_j)k_j. RoPE is linear in its
+(cos, sin) tables, so k' is one RoPE application with blended tables: the whole method runs on SDPA in O(K) memory.
+
+Paths (chosen per forward by `make_plan`):
+* SDPA rows: interpolated keys (fp32 weights), ceil keys (bf16-reference rows where r is exactly 0), or fractional
+  RoPE (appro_attn = false);
+* explicit rows, in query blocks bounded by `block_elements` scores (never K × K): noise on (it perturbs individual
+  logits), and bf16-reference rows with ceil(p_i) < 256 where the bf16 weights r[i, j] are not all 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.methods._gali_positions import bf16_reference_weights, key_weights, split_positions
+from harness.methods.lse import query_blocks
+from harness.methods.rope import apply_rope, causal_sdpa, rope_cos_sin
+
+BF16_EXACT_LIMIT = 256  # ceil(p_i) >= 256: bf16 r == 0 for every key (see _gali_positions.bf16_reference_weights)
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Noise on the interpolated logits (methods.md §2.8). `reference`: the released code's bf16 arithmetic."""
+
+    kind: str = "none"  # "gaussian" | "uniform" | "none"
+    addon_relcoef: int = 1
+    std_base: float = 1.0
+    scale_mean: int = 0
+    scale_std: int = 1
+    scale_max: int = 1
+    reference: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.kind in ("gaussian", "uniform")
+
+
+def interpolated_tables(k_pos: torch.Tensor, inv_freq: torch.Tensor,
+                        scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (cos, sin) [K, d] of R' = (1 − r)·R(ceil p) + r·R(floor p) = (1 − f)·R(floor p) + f·R(floor p + 1).
+
+    f = frac(p) (r = 1 − f for fractional keys, 0 for integer ones). Rotating a key with these tables gives k'.
+    """
+    floor, frac = split_positions(k_pos)
+    cos_f, sin_f = rope_cos_sin(floor, inv_freq, scaling)
+    cos_c, sin_c = rope_cos_sin(floor + 1, inv_freq, scaling)
+    w = frac.to(torch.float32).unsqueeze(-1)
+    return cos_f + w * (cos_c - cos_f), sin_f + w * (sin_c - sin_f)
+
+
+def grouped_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q [b, H, n, d] · k [b, Hkv, K, d]ᵀ -> [b, H, n, K] without expanding k to H heads (GQA)."""
+    b, heads, n, d = q.shape
+    kv = k.shape[1]
+    out = torch.matmul(q.reshape(b, kv, heads // kv * n, d), k.transpose(-1, -2))
+    return out.view(b, heads, n, k.shape[-2])
+
+
+def grouped_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """p [b, H, n, K] · v [b, Hkv, K, d] -> [b, H, n, d] (GQA without expansion)."""
+    b, heads, n, keys = p.shape
+    kv = v.shape[1]
+    out = torch.matmul(p.reshape(b, kv, heads // kv * n, keys), v)
+    return out.view(b, heads, n, v.shape[-1])
+
+
+def noise_for_block(scores: torch.Tensor, q_index: torch.Tensor, n_keys: int, spec: NoiseSpec,
+                    generator: torch.Generator | None, r_nonzero: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The noise added to a block of interpolated logits `scores` [b, H, n, K] (before masking).
+
+    q_index [n]: the queries' token indices among the K keys; r_nonzero broadcastable to [n, K]; allowed [n, K] the
+    causal mask. Gaussian: z·std + mean, uniform: u·std·amp, with std = (a − b)/K·std_base (scale_std=1) or 1,
+    mean = row mean (scale_mean=1) or 0, amp = row max (scale_max=1) or 1. Row statistics use the allowed (causal)
+    keys, or all K keys in reference mode (as the released code, which reads future keys). With addon_relcoef=1 the
+    noise is zero wherever r == 0.
+    """
+    dtype = torch.bfloat16 if spec.reference else torch.float32
+    device = scores.device
+    if spec.scale_std:
+        if spec.reference and spec.kind == "gaussian":  # the released code: a bf16 arange (quantised for K > 256)
+            ar = torch.arange(n_keys, device=device, dtype=torch.bfloat16)
+            std = (ar[q_index][:, None] - ar[None, :]) / n_keys * spec.std_base
+        else:
+            dist = (q_index[:, None] - torch.arange(n_keys, device=device)[None, :]).to(dtype)
+            std = dist / n_keys * spec.std_base
+    else:
+        std = torch.ones((), device=device, dtype=dtype)
+    s = scores.to(dtype)
+    if spec.kind == "gaussian":
+        z = torch.randn(scores.shape, generator=generator, device=device, dtype=dtype)
+        noise = z * std
+        if spec.scale_mean:
+            if spec.reference:
+                mean = s.mean(dim=-1, keepdim=True)
+            else:
+                mean = (s * allowed).sum(-1, keepdim=True) / allowed.sum(-1, keepdim=True).clamp(min=1)
+            noise = noise + mean
+    else:
+        u = torch.rand(scores.shape, generator=generator, device=device, dtype=dtype)
+        noise = u * std
+        if spec.scale_max:
+            masked = s if spec.reference else s.masked_fill(~allowed, float("-inf"))
+            noise = noise * masked.amax(dim=-1, keepdim=True)
+    if spec.addon_relcoef:
+        noise = noise * r_nonzero.to(dtype)
+    return noise
+
+
+@dataclass
+class Plan:
+    """Everything of one forward (K keys, s queries) that is shared by all layers."""
+
+    q_cos: torch.Tensor  # fp32 [s, d]
+    q_sin: torch.Tensor
+    k_cos: torch.Tensor  # fp32 [K, d]: tables of the keys used by the SDPA rows (and fp32 explicit rows)
+    k_sin: torch.Tensor
+    n_explicit: int  # leading query rows computed by the explicit path
+    q_pos: torch.Tensor  # float64 [s]
+    k_pos: torch.Tensor  # float64 [K]
+    reference: bool = False
+    floor_cos: torch.Tensor | None = None  # fp32 [K, d]: R(floor p) (bf16-reference explicit rows)
+    floor_sin: torch.Tensor | None = None
+    r_nonzero: torch.Tensor | None = None  # bool [K] (fp32 mode)
+
+
+def make_plan(q_pos: torch.Tensor, k_pos: torch.Tensor, inv_freq: torch.Tensor, scaling: float, *,
+              interpolate: bool = True, reference: bool = False, noise: NoiseSpec | None = None) -> Plan:
+    """Tables and path split for queries at `q_pos` [s] against keys at `k_pos` [K] (float positions).
+
+    interpolate=False: plain RoPE at the fractional positions (appro_attn = false; noise does not apply).
+    reference=True: r in bf16 as the released code (keys at ceil where r == 0, explicit rows where it may not be).
+    """
+    noise = noise or NoiseSpec()
+    q_pos, k_pos = q_pos.to(torch.float64), k_pos.to(torch.float64)
+    if not interpolate:
+        q_cos, q_sin = rope_cos_sin(q_pos, inv_freq, scaling)
+        k_cos, k_sin = rope_cos_sin(k_pos, inv_freq, scaling)
+        return Plan(q_cos, q_sin, k_cos, k_sin, 0, q_pos, k_pos)
+    q_ceil = torch.ceil(q_pos)
+    q_cos, q_sin = rope_cos_sin(q_ceil, inv_freq, scaling)
+    if not reference:
+        k_cos, k_sin = interpolated_tables(k_pos, inv_freq, scaling)
+        n_explicit = q_pos.shape[0] if noise.active else 0
+        return Plan(q_cos, q_sin, k_cos, k_sin, n_explicit, q_pos, k_pos, r_nonzero=key_weights(k_pos) != 0)
+    k_cos, k_sin = rope_cos_sin(torch.ceil(k_pos), inv_freq, scaling)
+    floor_cos, floor_sin = rope_cos_sin(torch.floor(k_pos), inv_freq, scaling)
+    if noise.active and not noise.addon_relcoef:
+        n_explicit = q_pos.shape[0]
+    else:
+        small = torch.nonzero(q_ceil < BF16_EXACT_LIMIT)
+        n_explicit = int(small[-1]) + 1 if small.numel() else 0
+    return Plan(q_cos, q_sin, k_cos, k_sin, n_explicit, q_pos, k_pos, True, floor_cos, floor_sin)
+
+
+def _rot(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    dtype = dtype or x.dtype
+    return apply_rope(x.to(dtype), cos.to(device=x.device, dtype=dtype), sin.to(device=x.device, dtype=dtype))
+
+
+def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, *,
+             noise: NoiseSpec | None = None, generator: torch.Generator | None = None,
+             block_elements: int = 2**25) -> torch.Tensor:
+    """Attention of q [b, H, s, d] (the last s of K) over un-rotated k/v [b, Hkv, K, d] -> [b, H, s, d]."""
+    noise = noise or NoiseSpec()
+    s = q.shape[-2]
+    q_rot = _rot(q, plan.q_cos, plan.q_sin)
+    n_exp = plan.n_explicit
+    parts = []
+    if n_exp:
+        parts.append(_explicit_rows(plan, q, q_rot[..., :n_exp, :], k, v, scale, noise, generator, block_elements))
+    if n_exp < s:
+        k_rot = _rot(k, plan.k_cos, plan.k_sin)
+        parts.append(causal_sdpa(q_rot[..., n_exp:, :], k_rot, v, scale))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+
+
+def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                   noise: NoiseSpec, generator: torch.Generator | None, block_elements: int) -> torch.Tensor:
+    """Materialised logits for the first rows of q, one query block at a time (memory: block × K per head)."""
+    b, heads, n, _ = q_rot.shape
+    s, n_keys = q.shape[-2], k.shape[-2]
+    device = q.device
+    if plan.reference:
+        k_main = _rot(k, plan.k_cos, plan.k_sin)  # keys at ceil: A
+        k_floor = _rot(k, plan.floor_cos, plan.floor_sin)  # keys at floor: B
+        qr, vv = q_rot, v
+    else:  # fp32 logits from interpolated keys
+        k_main, k_floor = _rot(k, plan.k_cos, plan.k_sin, torch.float32), None
+        qr = q_rot if q.dtype == torch.float32 else _rot(q[..., :n, :], plan.q_cos[:n], plan.q_sin[:n], torch.float32)
+        vv = v.float()
+    key_idx = torch.arange(n_keys, device=device)
+    step = max(1, min(n, block_elements // max(1, b * heads * n_keys)))
+    outs = []
+    for lo, hi in query_blocks(n, step):
+        q_index = torch.arange(n_keys - s + lo, n_keys - s + hi, device=device)
+        allowed = key_idx[None, :] <= q_index[:, None]
+        scores = grouped_scores(qr[..., lo:hi, :], k_main) * scale
+        if plan.reference:
+            r = bf16_reference_weights(plan.q_pos[lo:hi], plan.k_pos).to(device)
+            other = grouped_scores(qr[..., lo:hi, :], k_floor) * scale
+            scores = scores - (scores - other) * r.to(scores.dtype)  # (1 − r)·A + r·B, in the logits' dtype
+            r_nonzero = r != 0
+        else:
+            r_nonzero = plan.r_nonzero.to(device)[None, :]
+        if noise.active:
+            scores = scores + noise_for_block(scores, q_index, n_keys, noise, generator, r_nonzero, allowed)
+        probs = torch.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
+        outs.append(grouped_values(probs.to(vv.dtype), vv).to(v.dtype))
+    return torch.cat(outs, dim=-2)

@@ -1,0 +1,247 @@
+"""`gali` (alias `dpi`): Greedy Attention Logit Interpolation, training-free (methods.md §2; docs/methods/gali.md).
+
+Prompts of at most M tokens (the pre-trained window) run exactly like the original model. Longer prompts are
+prefilled as a first forward of M tokens followed by chunks (`chunk_coe`); before every chunk and every decode step
+the positions of the whole sequence are rebuilt by the greedy construction (`_gali_positions`), the un-rotated key
+cache is re-rotated with them, and attention logits are linearly interpolated between the two neighbouring integer
+relative distances. Without noise this runs on SDPA with interpolated keys (O(n) memory); with noise a query-blocked
+explicit path is used (`_gali_kernels`). Attention maps are never kept.
+
+Defaults follow the reference README (the released code's own defaults disagree with it and with each other,
+methods.md §2.1/§10): chunk_coe 3000, local_window 128, appro_attn true, use_chunk_softmax false, noise gaussian,
+addon_relcoef 1, std_base 1.0, scale_mean 0, scale_std 1, scale_max 1 (not in the README; the code's default), and
+precision "fp32" (the paper's algorithm; "bf16-reference" reproduces the released code's bf16 arithmetic).
+
+`stride` (a prefill memory knob for other methods) is ignored: GALI's chunking defines its results, so only
+`chunk_coe` sets the forward sizes, for generation and for per-token log-probabilities alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from harness.errors import ConfigError, suggest
+from harness.methods._gali_kernels import NoiseSpec, Plan, make_plan, run_plan
+from harness.methods._gali_positions import chunk_sizes, positions
+from harness.methods.attention import RopeTables, install_kernel
+from harness.methods.base import METHODS, Method, ModelInfo
+
+log = logging.getLogger(__name__)
+
+NOISE_KINDS = ("gaussian", "uniform")
+NOISE_OFF = ("none", "no", "off", "false", "")  # the reference treats anything but gaussian/uniform as "no noise"
+SUPPORTED_ROPE_TYPES = ("default", "llama3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class GaliParams:
+    """GALI parameters (methods.md §2.1). Defaults: the reference README's, see the module docstring."""
+
+    #: int: fixed chunk size after the first M tokens; float: ratio of the tokens processed so far (3000.0 is a ratio)
+    chunk_coe: int | float = 3000
+    #: lower bound w on the number of newest tokens kept at unit-spaced integer positions (0 <= w < M)
+    local_window: int = 128
+    #: true: logit interpolation; false: RoPE at the fractional positions (non-uniform position interpolation)
+    appro_attn: bool = True
+    #: accepted for compatibility; the softmax is exact either way, so it does not change results
+    use_chunk_softmax: bool = False
+    #: "gaussian", "uniform" or "none" (also "no"/"off"); noise only applies with appro_attn = true
+    noise_type: str = "gaussian"
+    #: 1: add noise only where the interpolation weight r != 0; 0: everywhere
+    addon_relcoef: int | bool = 1
+    #: multiplier on the distance-dependent noise std (scale_std = 1)
+    std_base: float = 1.0
+    #: gaussian mean: 0 -> 0, 1 -> the row mean of the logits
+    scale_mean: int | bool = 0
+    #: 0 -> std 1, 1 -> std = (query index - key index) / K * std_base
+    scale_std: int | bool = 1
+    #: uniform noise amplitude: 0 -> 1, 1 -> the row max of the logits
+    scale_max: int | bool = 1
+    #: "fp32": exact interpolation weights (the paper); "bf16-reference": the released code's bf16 arithmetic
+    precision: Literal["fp32", "bf16-reference"] = "fp32"
+
+
+def noise_kind(noise_type: str) -> str:
+    """Normalised noise kind: "gaussian", "uniform" or "none"."""
+    kind = noise_type.strip().lower()
+    return kind if kind in NOISE_KINDS else "none"
+
+
+def noise_spec(params: GaliParams) -> NoiseSpec:
+    """The noise settings as the kernel uses them (none when appro_attn is false)."""
+    kind = noise_kind(params.noise_type) if params.appro_attn else "none"
+    return NoiseSpec(kind, int(params.addon_relcoef), float(params.std_base), int(params.scale_mean),
+                     int(params.scale_std), int(params.scale_max), params.precision == "bf16-reference")
+
+
+def validate_params(p: GaliParams, window: int | None) -> None:
+    """Raise ConfigError("params.<key>", ...) for impossible values (window = M when known)."""
+    coe = p.chunk_coe
+    if isinstance(coe, float):
+        if not math.isfinite(coe) or coe <= 0:
+            raise ConfigError("params.chunk_coe", f"a float chunk_coe is a ratio and must be > 0, got {coe}",
+                              "use e.g. chunk_coe = 0.5 (ratio) or chunk_coe = 3000 (an int: fixed size)")
+        if window and math.floor(window * coe) < 1:
+            raise ConfigError("params.chunk_coe", f"ratio {coe} gives an empty first chunk (floor({window}·{coe}) = 0)",
+                              f"use a ratio >= {1 / window:.3g} or an int chunk size")
+        if coe.is_integer() and coe >= 2:
+            log.warning("params.chunk_coe = %s is a float, read as a ratio of the tokens processed so far (as the "
+                        "reference does); write %d (an int) for a fixed chunk size", coe, int(coe))
+    elif coe < 1:
+        raise ConfigError("params.chunk_coe", f"an int chunk_coe is a chunk size and must be >= 1, got {coe}",
+                          "use e.g. chunk_coe = 3000")
+    if p.local_window < 0:
+        raise ConfigError("params.local_window", f"must be >= 0, got {p.local_window}", "use e.g. local_window = 128")
+    if window and p.local_window >= window:
+        raise ConfigError("params.local_window", f"must be smaller than the original window M = {window}, got "
+                          f"{p.local_window}", f"use a value below {window}, e.g. {min(128, window // 8)}")
+    kind = p.noise_type.strip().lower()
+    if kind not in NOISE_KINDS and kind not in NOISE_OFF:
+        raise ConfigError("params.noise_type", f"unknown noise type {p.noise_type!r}"
+                          f"{suggest(kind, NOISE_KINDS + ('none',))}", "use \"gaussian\", \"uniform\" or \"none\"")
+    for key in ("addon_relcoef", "scale_mean", "scale_std", "scale_max"):
+        if int(getattr(p, key)) not in (0, 1) or isinstance(getattr(p, key), float):
+            raise ConfigError(f"params.{key}", f"must be 0 or 1, got {getattr(p, key)!r}", f"use {key} = 0 or 1")
+    if not math.isfinite(p.std_base) or p.std_base < 0:
+        raise ConfigError("params.std_base", f"must be a finite value >= 0, got {p.std_base}", "use std_base = 1.0")
+    if not p.appro_attn and kind in NOISE_KINDS:
+        log.warning("params.noise_type = %r has no effect with appro_attn = false (noise perturbs interpolated "
+                    "logits only)", p.noise_type)
+
+
+class GaliKernel:
+    """The attention kernel shared by all layers; plans (positions and RoPE tables) are memoised per (K, s)."""
+
+    #: scores per explicit query block (b·H·rows·K); bounds the noise path's memory
+    block_elements: int = 2**25
+
+    def __init__(self, tables: RopeTables, window: int, params: GaliParams, seed: int = 42):
+        self.tables = tables
+        self.window = window
+        self.local_window = params.local_window
+        self.interpolate = params.appro_attn
+        self.reference = params.precision == "bf16-reference"
+        self.noise = noise_spec(params)
+        self._plans: dict[tuple[int, int, str], Plan] = {}
+        self._seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self.last_positions: torch.Tensor | None = None  # positions of the latest forward (inspection, tests)
+
+    def set_seed(self, seed: int) -> None:
+        """Restart the noise stream (called per example)."""
+        self._seed = seed
+        self._generators.clear()
+
+    @contextlib.contextmanager
+    def without_noise(self) -> Iterator[None]:
+        """Temporarily run the noise-free path (deterministic logits, e.g. for consistency checks)."""
+        noise, self.noise = self.noise, NoiseSpec()
+        self._plans.clear()
+        try:
+            yield
+        finally:
+            self.noise = noise
+            self._plans.clear()
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
+        return self._generators[key]
+
+    def plan(self, n_keys: int, n_queries: int, device: torch.device) -> Plan:
+        """Positions and tables for a forward with `n_queries` queries (the last of `n_keys` keys)."""
+        key = (n_keys, n_queries, str(device))
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        inv_freq, scaling = self.tables.inv_freq.to(device), self.tables.attention_scaling
+        if n_keys <= self.window:  # within the window: the original model's integer positions
+            pos = torch.arange(n_keys, device=device, dtype=torch.float64)
+            plan = make_plan(pos[n_keys - n_queries:], pos, inv_freq, scaling, interpolate=False)
+        else:
+            pos = positions(n_keys, self.window, self.local_window, device=device)
+            plan = make_plan(pos[n_keys - n_queries:], pos, inv_freq, scaling, interpolate=self.interpolate,
+                             reference=self.reference, noise=self.noise)
+        if len(self._plans) >= 4:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan
+        self.last_positions = pos
+        return plan
+
+    def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        plan = self.plan(k.shape[-2], q.shape[-2], q.device)
+        noisy = plan.n_explicit > 0 and self.noise.active
+        return run_plan(plan, q, k, v, module.scaling, noise=self.noise if noisy else None,
+                        generator=self.generator(q.device) if noisy else None, block_elements=self.block_elements)
+
+
+@METHODS.register
+class Gali(Method):
+    """GALI on full-depth Llama / Mistral / Qwen2 (GQA included; rope type default or llama3)."""
+
+    name = "gali"
+    aliases = ("dpi",)
+    Params = GaliParams
+    description = "GALI: greedy position construction + attention-logit interpolation"
+    equals_original_within_window = True
+
+    def __init__(self, params: GaliParams, cfg: Any):
+        super().__init__(params, cfg)
+        self.kernel: GaliKernel | None = None
+        self._seed = int(getattr(cfg, "seed", 42) or 42)
+
+    @classmethod
+    def validate(cls, params: GaliParams, cfg: Any, window: int | None) -> None:
+        validate_params(params, window)
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        if info.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError("model", f"GALI supports model types {SUPPORTED_MODEL_TYPES}, got '{info.model_type}'",
+                              "use a Llama, Mistral or Qwen2 checkpoint")
+        if info.rope_type not in SUPPORTED_ROPE_TYPES:
+            raise ConfigError("model", f"GALI needs plain RoPE (rope_type default or llama3); this model has "
+                              f"rope_type '{info.rope_type}'", "use a checkpoint without rope scaling")
+        try:
+            validate_params(self.params, info.original_window)
+        except ConfigError as exc:
+            source = getattr(self.cfg, "source", "")
+            raise (exc.with_source(source) if source else exc) from None
+        sliding = getattr(model.config, "sliding_window", None)
+        if sliding and sliding < info.original_window and getattr(model.config, "use_sliding_window", True):
+            log.warning("model has sliding_window=%s < M=%d; GALI attends to all keys (no sliding window)",
+                        sliding, info.original_window)
+        self.kernel = GaliKernel(RopeTables(model), info.original_window, self.params, self._seed)
+        install_kernel(model, self.kernel)
+
+    @property
+    def window(self) -> int:
+        if self.info is None:
+            raise RuntimeError("Gali.apply(model, info) must run before prefill_chunks")
+        return self.info.original_window
+
+    def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]:
+        """`[n]` within the window, else `[M, c1, c2, ...]` from chunk_coe; `stride` is ignored (see module doc)."""
+        if stride is not None and n_tokens > self.window:
+            log.debug("gali ignores stride=%s: chunk_coe defines the prefill forwards", stride)
+        return chunk_sizes(n_tokens, self.window, self.params.chunk_coe)
+
+    def start_example(self, seed: int) -> None:
+        self._seed = seed
+        if self.kernel is not None:
+            self.kernel.set_seed(seed)
+
+    @classmethod
+    def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
+        """README-like settings scaled to the window; noise off (the fast SDPA path; in the released code the noise
+        vanished at realistic positions anyway, methods.md §2.7)."""
+        return {"chunk_coe": min(3000, window), "local_window": min(128, window // 8), "noise_type": "none"}

@@ -1,0 +1,226 @@
+"""GALI attention arithmetic against the explicit two-matrix formula (methods.md §2.7–2.9, §11 cases 5–9)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.methods._gali_kernels import NoiseSpec, make_plan, noise_for_block, run_plan
+from harness.methods._gali_positions import positions
+from harness.methods.rope import apply_rope
+
+D, H, HKV = 16, 4, 2
+INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+
+
+def rot64(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE in float64, written independently of harness.methods.rope: x [..., n, d], pos [n]."""
+    ang = pos.double()[:, None] * INV_FREQ[None, :]
+    x1, x2 = x[..., : D // 2], x[..., D // 2:]
+    return torch.cat([x1 * ang.cos() - x2 * ang.sin(), x2 * ang.cos() + x1 * ang.sin()], dim=-1)
+
+
+def two_matrix_reference(q, k, v, q_pos, k_pos, scale, r=None):
+    """(1 − r)·ℓ(ceil p_i, ceil p_j) + r·ℓ(ceil p_i, floor p_j), r = frac(ceil p_i − p_j); causal softmax; · v."""
+    q, k, v = q.double(), k.double(), v.double()
+    s, n_keys = q.shape[-2], k.shape[-2]
+    qc = rot64(q, torch.ceil(q_pos))
+    k = k.repeat_interleave(H // HKV, dim=1)
+    v = v.repeat_interleave(H // HKV, dim=1)
+    a = qc @ rot64(k, torch.ceil(k_pos)).transpose(-1, -2) * scale
+    b = qc @ rot64(k, torch.floor(k_pos)).transpose(-1, -2) * scale
+    if r is None:
+        r = torch.remainder(torch.ceil(q_pos.double())[:, None] - k_pos.double()[None, :], 1.0)
+    logits = (1 - r) * a + r * b
+    allowed = torch.arange(n_keys)[None, :] <= torch.arange(n_keys - s, n_keys)[:, None]
+    return torch.softmax(logits.masked_fill(~allowed, -math.inf), dim=-1) @ v
+
+
+def random_qkv(s, n_keys, seed, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, H, s, D, generator=g) * scale
+    k = torch.randn(1, HKV, n_keys, D, generator=g) * scale
+    v = torch.randn(1, HKV, n_keys, D, generator=g)
+    return q, k, v
+
+
+def random_positions(n_keys, seed):
+    """Non-decreasing positions with mixed fractional parts (not necessarily GALI's construction)."""
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.tensor([0.25, 1 / 3, 0.5, 1.0, 0.7])[torch.randint(0, 5, (n_keys,), generator=g)]
+    return (torch.cumsum(steps.double(), 0) - steps[0]) + torch.rand(1, generator=g).double()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sdpa_interpolated_keys_equal_two_matrix_formula(seed):
+    n_keys = 40 + 7 * seed
+    s = [1, 5, n_keys, 17][seed % 4]
+    q, k, v = random_qkv(s, n_keys, seed)
+    k_pos = random_positions(n_keys, seed)
+    q_pos = k_pos[n_keys - s:]
+    plan = make_plan(q_pos, k_pos, INV_FREQ.float(), 1.0)
+    assert plan.n_explicit == 0  # no noise: everything on SDPA
+    out = run_plan(plan, q, k, v, D ** -0.5)
+    ref = two_matrix_reference(q, k, v, q_pos, k_pos, D ** -0.5)
+    assert (out.double() - ref).abs().max() < 2e-5
+
+
+def test_integer_positions_give_plain_rope_attention():
+    q, k, v = random_qkv(6, 30, 1)
+    pos = torch.arange(30, dtype=torch.float64)
+    out = run_plan(make_plan(pos[-6:], pos, INV_FREQ.float(), 1.0), q, k, v, D ** -0.5)
+    qr, kr = rot64(q.double(), pos[-6:]), rot64(k.double(), pos).repeat_interleave(2, dim=1)
+    logits = qr @ kr.transpose(-1, -2) * D ** -0.5
+    allowed = torch.arange(30)[None, :] <= torch.arange(24, 30)[:, None]
+    ref = torch.softmax(logits.masked_fill(~allowed, -math.inf), -1) @ v.double().repeat_interleave(2, dim=1)
+    assert (out.double() - ref).abs().max() < 2e-5
+
+
+def test_logit_is_linear_in_distance_between_integers():
+    # a single key at fractional position p: logit(δ) interpolates linearly between ℓ(floor δ) and ℓ(ceil δ)
+    q, k, _ = random_qkv(1, 1, 3)
+    qp = torch.tensor([9.0], dtype=torch.float64)
+
+    def logit(kp: float) -> float:
+        plan = make_plan(qp, torch.tensor([kp], dtype=torch.float64), INV_FREQ.float(), 1.0)
+        a = apply_rope(q, plan.q_cos, plan.q_sin)[0, 0, 0]  # rotate as the kernel does, with the plan's tables
+        b = apply_rope(k, plan.k_cos, plan.k_sin)[0, 0, 0]
+        return float(a.double() @ b.double())
+
+    l4, l5 = logit(4.0), logit(5.0)  # distances 5 and 4
+    for frac in (0.25, 0.5, 0.75):
+        assert logit(4.0 + frac) == pytest.approx((1 - frac) * l4 + frac * l5, abs=1e-4)
+    exact = (rot64(q.double()[0, 0], qp) @ rot64(k.double()[0, 0], torch.tensor([4.0])).T).item()
+    assert l4 == pytest.approx(exact, abs=1e-4)  # integer distance: exact RoPE logit
+
+
+@pytest.mark.parametrize("block", [10**9, 40, 1])
+def test_explicit_path_equals_sdpa_path_when_noise_is_zero(block):
+    q, k, v = random_qkv(9, 50, 7)
+    k_pos = positions(50, 32, 4)
+    spec = NoiseSpec("gaussian", std_base=0.0)  # std 0, mean 0: the explicit path adds exact zeros
+    plan = make_plan(k_pos[-9:], k_pos, INV_FREQ.float(), 1.0, noise=spec)
+    assert plan.n_explicit == 9
+    out = run_plan(plan, q, k, v, D ** -0.5, noise=spec, generator=torch.Generator().manual_seed(0),
+                   block_elements=block)
+    ref = two_matrix_reference(q, k, v, k_pos[-9:], k_pos, D ** -0.5)
+    assert (out.double() - ref).abs().max() < 2e-5
+
+
+def test_bf16_reference_rows_above_256_equal_ceil_keys():
+    n_keys, s = 6000, 3
+    pos = positions(n_keys, 4096, 128)
+    q, k, v = random_qkv(s, n_keys, 5, scale=1.0)
+    plan = make_plan(pos[-s:], pos, INV_FREQ.float(), 1.0, reference=True)
+    assert plan.n_explicit == 0
+    out = run_plan(plan, q, k, v, D ** -0.5)
+    ceil_only = two_matrix_reference(q, k, v, pos[-s:], pos, D ** -0.5, r=torch.zeros(s, n_keys, dtype=torch.float64))
+    ideal = two_matrix_reference(q, k, v, pos[-s:], pos, D ** -0.5)
+    assert (out.double() - ceil_only).abs().max() < 2e-5
+    fp32 = run_plan(make_plan(pos[-s:], pos, INV_FREQ.float(), 1.0), q, k, v, D ** -0.5)
+    assert (fp32.double() - ideal).abs().max() < 2e-5
+
+
+def test_bf16_reference_small_positions_use_bf16_weights():
+    pos = positions(40, 24, 2)  # positions below 256: bf16 keeps the halves
+    q, k, v = random_qkv(8, 40, 9)
+    plan = make_plan(pos[-8:], pos, INV_FREQ.float(), 1.0, reference=True)
+    assert plan.n_explicit == 8
+    out = run_plan(plan, q, k, v, D ** -0.5)
+    assert (out.double() - two_matrix_reference(q, k, v, pos[-8:], pos, D ** -0.5)).abs().max() < 2e-5
+
+
+def test_fractional_rope_mode():
+    # appro_attn = false: RoPE at the fractional positions themselves (queries included)
+    pos = positions(40, 24, 2)
+    q, k, v = random_qkv(5, 40, 11)
+    out = run_plan(make_plan(pos[-5:], pos, INV_FREQ.float(), 1.0, interpolate=False), q, k, v, D ** -0.5)
+    qr, kr = rot64(q.double(), pos[-5:]), rot64(k.double(), pos).repeat_interleave(2, dim=1)
+    allowed = torch.arange(40)[None, :] <= torch.arange(35, 40)[:, None]
+    probs = torch.softmax((qr @ kr.transpose(-1, -2) * D ** -0.5).masked_fill(~allowed, -math.inf), -1)
+    assert (out.double() - probs @ v.double().repeat_interleave(2, dim=1)).abs().max() < 2e-5
+
+
+# ---- noise (case 7) ----
+
+def _noise(spec, scores, q_index, r_nonzero, seed=0, n_keys=None):
+    n_keys = n_keys or scores.shape[-1]
+    allowed = torch.arange(n_keys)[None, :] <= q_index[:, None]
+    return noise_for_block(scores, q_index, n_keys, spec, torch.Generator().manual_seed(seed), r_nonzero, allowed)
+
+
+def test_gaussian_noise_std_follows_index_distance():
+    n_keys, std_base = 16, 2.0
+    q_index = torch.tensor([15, 12, 9])
+    scores = torch.zeros(4000, 1, 3, n_keys)
+    noise = _noise(NoiseSpec("gaussian", addon_relcoef=0, std_base=std_base), scores, q_index,
+                   torch.ones(n_keys, dtype=torch.bool))
+    expected = (q_index[:, None] - torch.arange(n_keys)[None, :]).abs() / n_keys * std_base
+    emp = noise[:, 0].std(dim=0)
+    causal = torch.arange(n_keys)[None, :] <= q_index[:, None]
+    assert torch.allclose(emp[causal], expected[causal], rtol=0.08, atol=1e-6)
+    assert bool((noise[:, 0, 0, 15] == 0).all())  # distance 0: std 0
+
+
+def test_noise_is_zero_where_r_is_zero():
+    n_keys = 12
+    r_nonzero = torch.tensor([True, False] * 6)
+    for kind in ("gaussian", "uniform"):
+        noise = _noise(NoiseSpec(kind, addon_relcoef=1, scale_std=0), torch.randn(2, 4, 3, n_keys),
+                       torch.tensor([9, 10, 11]), r_nonzero)
+        assert bool((noise[..., ~r_nonzero] == 0).all()) and bool((noise[..., r_nonzero] != 0).any())
+
+
+def test_scale_mean_shifts_by_causal_row_mean():
+    n_keys = 8
+    scores = torch.arange(n_keys, dtype=torch.float32).expand(3000, 1, 2, n_keys).clone()
+    q_index = torch.tensor([3, 7])
+    noise = _noise(NoiseSpec("gaussian", addon_relcoef=0, scale_mean=1, scale_std=0), scores, q_index,
+                   torch.ones(n_keys, dtype=torch.bool))
+    mean = noise.mean(dim=0)[0]
+    assert torch.allclose(mean[0], torch.full((n_keys,), 1.5), atol=0.1)  # mean of keys 0..3
+    assert torch.allclose(mean[1], torch.full((n_keys,), 3.5), atol=0.1)  # mean of keys 0..7
+    ref = _noise(NoiseSpec("gaussian", addon_relcoef=0, scale_mean=1, scale_std=0, reference=True), scores,
+                 q_index, torch.ones(n_keys, dtype=torch.bool))
+    assert torch.allclose(ref.float().mean(dim=0)[0, 0], torch.full((n_keys,), 3.5), atol=0.1)  # all K keys
+
+
+def test_uniform_noise_range():
+    n_keys = 10
+    scores = torch.rand(50, 2, 3, n_keys) * 4 + 1  # positive rows: amp = causal row max
+    q_index = torch.tensor([4, 6, 9])
+    noise = _noise(NoiseSpec("uniform", addon_relcoef=0, std_base=1.5, scale_max=1), scores, q_index,
+                   torch.ones(n_keys, dtype=torch.bool))
+    std = (q_index[:, None] - torch.arange(n_keys)[None, :]) / n_keys * 1.5
+    causal = torch.arange(n_keys)[None, :] <= q_index[:, None]
+    amp = scores.masked_fill(~causal, -math.inf).amax(-1, keepdim=True)
+    bound = (std * amp)
+    assert bool((noise[..., causal] >= 0).all()) and bool((noise < bound + 1e-6)[..., causal].all())
+    plain = _noise(NoiseSpec("uniform", addon_relcoef=0, scale_std=0, scale_max=0), scores, q_index,
+                   torch.ones(n_keys, dtype=torch.bool))
+    assert float(plain.min()) >= 0 and float(plain.max()) < 1
+
+
+def test_noise_is_seeded():
+    args = (torch.zeros(1, 2, 3, 8), torch.tensor([5, 6, 7]), torch.ones(8, dtype=torch.bool))
+    spec = NoiseSpec("gaussian", addon_relcoef=0)
+    assert torch.equal(_noise(spec, *args, seed=1), _noise(spec, *args, seed=1))
+    assert not torch.equal(_noise(spec, *args, seed=1), _noise(spec, *args, seed=2))
+
+
+def test_noise_changes_probabilities_but_future_keys_stay_zero():
+    pos = positions(40, 24, 2)
+    q, k, _ = random_qkv(6, 40, 2)
+    spec = NoiseSpec("gaussian", addon_relcoef=0, scale_std=0)
+    plan = make_plan(pos[-6:], pos, INV_FREQ.float(), 1.0, noise=spec)
+    # values = one-hot key indicators: the output rows are the attention probabilities themselves
+    vals = torch.zeros(1, HKV, 40, 40)
+    vals[0, :, torch.arange(40), torch.arange(40)] = 1.0
+    probs = run_plan(plan, q, k, vals, D ** -0.5, noise=spec, generator=torch.Generator().manual_seed(0))
+    clean = run_plan(make_plan(pos[-6:], pos, INV_FREQ.float(), 1.0), q, k, vals, D ** -0.5)
+    future = torch.arange(40)[None, :] > torch.arange(34, 40)[:, None]
+    assert bool((probs[0][:, future] == 0).all())
+    assert torch.allclose(probs.sum(-1), torch.ones(1, H, 6), atol=1e-5)
+    assert (probs - clean).abs().max() > 1e-3
