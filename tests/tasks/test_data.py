@@ -131,3 +131,15 @@ def test_repo_ids_come_from_the_config(full_cache, tmp_path):
                    '[task_options]\nrepo_id = "someone/LongBench-copy"\n')
     assert data_main(["download", "longbench", "--cfg", str(cfg)]) == 2  # that repo is not cached
     assert data.cached_file("THUDM/LongBench", "data.zip") is not None
+
+
+def test_gali_run_without_data_stops_with_the_message(empty_cache, tmp_path, tiny_model_dir, capsys):
+    from harness.cli.run import main as run_main
+
+    cfg = tmp_path / "lb.toml"
+    cfg.write_text(f'task = "longbench"\nmodel = "{tiny_model_dir}"\nmethod = "original"\nexp_name = "lb"\n'
+                   f'max_pe = 4096\nresults_dir = "{tmp_path / "results"}"\n')
+    assert run_main(["--cfg", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "error: LongBench data: data.zip of the Hugging Face dataset THUDM/LongBench is not in the HF cache" in err
+    assert "gali-data download longbench" in err and "Traceback" not in err

@@ -14,10 +14,10 @@ from tests.tasks.conftest import FIXTURES
 
 CASES = {
     "longbench": (f'task = "longbench"\nmax_pe = 256\ndata_dir = "{FIXTURES / "longbench"}"\n'
-                  'subsets = ["narrativeqa", "samsum", "passage_count_e", "lsht"]\n'
+                  'subsets = ["samsum", "passage_count_e", "lsht"]\n'
                   "[task_options]\nmax_new_tokens = 4\n",
-                  {"narrativeqa": 2, "samsum": 2, "passage_count_e": 3, "lsht": 2}),
-    "leval": (f'task = "leval"\nmax_pe = 400\ndata_dir = "{FIXTURES / "leval"}"\nmax_examples = 1\n'
+                  {"samsum": 2, "passage_count_e": 3, "lsht": 2}),
+    "leval": (f'task = "leval"\nmax_pe = 300\ndata_dir = "{FIXTURES / "leval"}"\nmax_examples = 1\n'
               "[task_options]\nmax_new_tokens = 3\n",
               dict.fromkeys(["coursera", "quality", "topic_retrieval_longchat", "tpo", "gsm100", "codeU", "sci_fi"],
                             1)),
