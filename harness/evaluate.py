@@ -136,6 +136,7 @@ def shard_report(paths: list[Path], expected_ids: list[str] | None = None) -> di
 def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
     """Score every subset with predictions; returns (and writes) the scores document."""
     cfg = load_experiment_config(exp)
+    cfg.results_dir = str(exp.path.parent)  # where this experiment lives now (it may have been moved)
     task = build_task(cfg)
     files = exp.prediction_files()
     if not files:
