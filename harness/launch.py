@@ -28,10 +28,14 @@ INTERRUPTED = 143
 
 
 def parse_gpus(text: str) -> list[str]:
-    """'0,1,2,3' -> ['0','1','2','3']; '0+1,2+3' -> ['0,1','2,3'] (one shard per group); 'cpu,cpu'; 'all'."""
+    """'0,1,2,3' -> ['0','1','2','3']; '0+1,2+3' -> ['0,1','2,3'] (one shard per group); 'cpu,cpu'; 'all'.
+
+    Indexes count the GPUs visible to this process: with CUDA_VISIBLE_DEVICES=4,5 set, '1' is GPU 5.
+    """
     text = text.strip()
     if text == "all":
-        return [str(i) for i in range(_visible_gpu_count())] or _no_gpus()
+        text = ",".join(str(i) for i in range(_visible_gpu_count())) or _no_gpus()
+    visible = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
     groups = []
     for item in text.split(","):
         item = item.strip()
@@ -42,6 +46,11 @@ def parse_gpus(text: str) -> list[str]:
         if not ids or not all(x.isdigit() for x in ids):
             raise HarnessError(f"--gpus {text!r}: '{item}' is not a GPU index, an index group like 0+1, or 'cpu'. "
                                "Fix: e.g. --gpus 0,1,2,3 (one shard per GPU) or --gpus 0+1,2+3 (two GPUs per shard)")
+        if visible:  # indexes count the GPUs this process sees (e.g. inside a SLURM allocation)
+            if any(int(x) >= len(visible) for x in ids):
+                raise HarnessError(f"--gpus {text!r}: only {len(visible)} GPU(s) visible (CUDA_VISIBLE_DEVICES="
+                                   f"{','.join(visible)}). Fix: use indexes 0..{len(visible) - 1}")
+            ids = [visible[int(x)] for x in ids]
         groups.append(",".join(ids))
     if not groups:
         raise HarnessError("--gpus is empty. Fix: e.g. --gpus 0,1")
@@ -57,7 +66,7 @@ def _visible_gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def _no_gpus() -> list[str]:
+def _no_gpus() -> str:
     raise HarnessError("--gpus all: no GPU is visible. Fix: list devices explicitly, or --gpus cpu for a CPU run")
 
 
@@ -179,10 +188,10 @@ def run_shards(shards: list[Shard], poll_s: float = 0.5) -> None:
 def log_tail(path: Path, lines: int = 15) -> str:
     """The last lines of a log (carriage-return redraws collapsed)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_bytes().decode("utf-8", errors="replace")  # keep the \r of progress redraws
     except OSError:
         return ""
-    rows = [row.rsplit("\r", 1)[-1] for row in text.splitlines()]
+    rows = [row.rsplit("\r", 1)[-1] for row in text.replace("\r\n", "\n").rstrip("\n").split("\n")]
     return "\n".join(rows[-lines:])
 
 

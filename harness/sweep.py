@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.launch import INTERRUPTED
 from harness.slurm import SlurmOptions, slurm_options
 
 log = logging.getLogger(__name__)
-
-INTERRUPTED = 143
 
 
 @dataclass(frozen=True)

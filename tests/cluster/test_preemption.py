@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from harness.cli import run as run_cli
 from harness.launch import Shard, run_shards
 from harness.sweep import ShardJob, SweepTask
@@ -33,6 +35,7 @@ def _wait_lines(path, n, proc, timeout=180.0):
     raise AssertionError("no progress before the timeout")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_rerun_completes(write_cfg, tmp_path, child_env):
     cfg = write_cfg("pre", times=6, depths=4, new_tokens=2)  # 24 examples
     pred = tmp_path / "results" / "pre" / "predictions" / "needle.jsonl"
