@@ -162,7 +162,8 @@ def build_table(rows: list[dict[str, Any]], lead: list[str]) -> pd.DataFrame:
         extra += [c for c in r if c not in known and c not in extra]
     details = sorted((c for c in extra if c.startswith(DETAIL_PREFIXES)), key=_detail_key)
     others = [c for c in extra if c not in details]
-    columns = lead + datasets + ["average"] + others + details
+    average = ["average"] if len(datasets) != 1 else []  # one dataset: the average would repeat it
+    columns = lead + datasets + average + others + details
     return pd.DataFrame(records, columns=columns)
 
 

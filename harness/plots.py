@@ -12,11 +12,15 @@ What each plotter reads from `doc["subsets"][<subset>]`:
 - `longbench` / `leval`: `score` per dataset (plus `summary.average`) -> grouped bars per dataset, one bar per
   experiment, one figure per model (`<task>_<model>.png`).
 
-Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no display needed).
+Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no display needed) with fixed margins.
+Each PNG stores a signature of the data it shows (a PNG text chunk); a figure whose data did not change since the
+last `gali-collect` is not drawn again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import re
@@ -32,6 +36,7 @@ Plotter = Callable[[list[dict[str, Any]], Path], list[Path]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 PPL_KEYS = ("ppl_token_weighted", "ppl", "ppl_mean_of_docs")
 DPI = 100
+ANNOTATE_MAX_CELLS = 100  # needle heatmaps print the pass rate in each cell up to this many cells (text is slow)
 
 
 def file_stem(text: str, limit: int = 60) -> str:
@@ -53,15 +58,44 @@ def _length_label(n: float) -> str:
         else str(n)
 
 
-def _figure(width: float, height: float) -> Any:
+SIGNATURE_KEY = "gali-signature"
+PLOT_VERSION = 1  # bump when the drawing code changes, so cached figures are redrawn
+
+
+def signature(*parts: Any) -> str:
+    """A digest of the data a figure shows (and of PLOT_VERSION)."""
+    text = json.dumps([PLOT_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def is_current(path: Path, sig: str) -> bool:
+    """True when `path` is a PNG drawn from data with signature `sig`."""
+    if not path.is_file():
+        return False
+    try:
+        from PIL import Image  # noqa: PLC0415  (a matplotlib dependency)
+
+        with Image.open(path) as im:
+            return getattr(im, "text", {}).get(SIGNATURE_KEY) == sig
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def _figure(width: float, height: float, margins: tuple[float, float, float, float]) -> tuple[Any, Any]:
+    """A figure of width x height inches with one axes inset by (left, bottom, right, top) inches."""
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    return Figure(figsize=(width, height), dpi=DPI)
+    left, bottom, right, top = margins
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    ax = fig.add_axes((left / width, bottom / height, 1 - (left + right) / width, 1 - (bottom + top) / height))
+    return fig, ax
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, sig: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, format="png", dpi=DPI, metadata={SIGNATURE_KEY: sig})
+    tmp.replace(path)
     return path
 
 
@@ -88,7 +122,7 @@ def _by_model(docs: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str,
 
 def _label(doc: dict[str, Any]) -> str:
     method, exp = str(doc.get("method")), str(doc.get("exp_name"))
-    return exp if method in exp else f"{method}: {exp}"
+    return exp if method in exp else f"{exp} ({method})"
 
 
 def _window(doc: dict[str, Any]) -> int | None:
@@ -124,28 +158,34 @@ def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         if not lengths:
             log.info("%s: no needle cells to plot", doc.get("exp_name"))
             continue
+        scores = [_number(m.get("score")) for m in doc["subsets"].values()]
+        path, sig = out_dir / f"needle_{stem}.png", signature(_label(doc), _window(doc), grid, lengths, depths, scores)
+        if is_current(path, sig):
+            paths.append(path)
+            continue
         values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
-        fig = _figure(max(4.0, 0.55 * len(lengths) + 2.5), max(3.0, 0.3 * len(depths) + 1.5))
-        ax = fig.add_subplot()
+        fig, ax = _figure(max(5.0, 0.5 * len(lengths) + 2.6), max(3.2, 0.25 * len(depths) + 1.6), (0.8, 0.8, 1.4, 0.4))
         image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto", interpolation="nearest")
         ax.set_xticks(range(len(lengths)), [_length_label(x) for x in lengths], rotation=45 if len(lengths) > 8 else 0)
         ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
-        ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("needle depth")
-        if values.size <= 400:
+        if values.size <= ANNOTATE_MAX_CELLS:
             for (i, j), v in np.ndenumerate(values):
                 if not np.isnan(v):
                     ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
         window = _window(doc)
+        xlabel = "context length (tokens)"
         if window is not None and lengths[0] < window <= lengths[-1]:
             x = next(i for i, length in enumerate(lengths) if length >= window) - 0.5
             ax.axvline(x, color="black", linestyle="--", linewidth=1.2)
-            ax.text(x, -0.6, f" M={window}", fontsize=8, va="bottom")
-        scores = [_number(m.get("score")) for m in doc["subsets"].values()]
+            xlabel += f" (dashed: original window {window})"
+        ax.set_xlabel(xlabel)
         overall = f" - {scores[0]:.1f}%" if len(scores) == 1 and scores[0] is not None else ""
         ax.set_title(f"{_label(doc)}{overall}", fontsize=10)
-        fig.colorbar(image, ax=ax, label="pass rate (%)")
-        paths.append(_save(fig, out_dir / f"needle_{stem}.png"))
+        fig.colorbar(image, cax=fig.add_axes((1 - 1.15 / fig.get_figwidth(), ax.get_position().y0,
+                                              0.15 / fig.get_figwidth(), ax.get_position().height)),
+                     label="pass rate (%)")
+        paths.append(_save(fig, path, sig))
     return paths
 
 
@@ -170,31 +210,37 @@ def plot_ppl(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """PPL vs evaluated length, every experiment of a model on one figure (log y)."""
     paths = []
     for model, stem, group in _by_model(docs):
-        fig = _figure(7.0, 4.5)
-        ax = fig.add_subplot()
-        drawn = 0
+        curves = []
         for doc in group:
             subsets = doc.get("subsets") or {}
             for subset, metrics in subsets.items():
                 points = ppl_curve(metrics.get("ppl") or {})
-                if not points:
-                    continue
-                label = _label(doc) + (f" [{subset}]" if len(subsets) > 1 else "")
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=label)
-                drawn += 1
-        if not drawn:
+                if points:
+                    curves.append((_label(doc) + (f" [{subset}]" if len(subsets) > 1 else ""), points))
+        if not curves:
             log.info("%s: no PPL curves to plot", model)
             continue
+        path, sig = out_dir / f"pg19_ppl_{stem}.png", signature(model, curves, [_window(d) for d in group])
+        if is_current(path, sig):
+            paths.append(path)
+            continue
+        fig, ax = _figure(7.5, 4.5, (0.9, 0.6, 0.2, 0.4))
+        for label, points in curves:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=label)
         for window in sorted({w for w in (_window(d) for d in group) if w}):
-            ax.axvline(window, color="grey", linestyle="--", linewidth=1)
-            ax.text(window, 1.0, f" M={window}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
-        ax.set_yscale("log")
+            ax.axvline(window, color="grey", linestyle="--", linewidth=1, label=f"original window M = {window}")
+        low, high = ax.dataLim.y0, ax.dataLim.y1
+        if high > 10 * low:  # exploding PPL beyond the window: log scale, plain tick labels
+            from matplotlib.ticker import ScalarFormatter  # noqa: PLC0415
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("evaluated length (tokens)")
         ax.set_ylabel("perplexity")
         ax.set_title(f"PG19 perplexity - {model}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-        paths.append(_save(fig, out_dir / f"pg19_ppl_{stem}.png"))
+        paths.append(_save(fig, path, sig))
     return paths
 
 
@@ -212,23 +258,33 @@ def plot_bars(docs: list[dict[str, Any]], out_dir: Path, task: str = "longbench"
         columns = datasets + (["average"] if has_average else [])
         if not columns:
             continue
-        fig = _figure(min(30.0, max(6.0, len(columns) * (0.5 + 0.15 * len(group)))), 4.5)
-        ax = fig.add_subplot()
-        width = 0.8 / len(group)
-        x = np.arange(len(columns))
-        for k, doc in enumerate(group):
+        bars = []
+        for doc in group:
             subsets = doc.get("subsets") or {}
             values = [_number((subsets.get(c) or {}).get("score")) for c in datasets]
             if has_average:
                 values.append(_number((doc.get("summary") or {}).get("average")))
+            bars.append((_label(doc), values))
+        path, sig = out_dir / f"{task}_{stem}.png", signature(task, model, columns, bars)
+        if is_current(path, sig):
+            paths.append(path)
+            continue
+        bottom = 0.3 + 0.06 * max(len(c) for c in columns)  # room for the rotated dataset names
+        right = 0.4 + 0.065 * max(len(label) for label, _ in bars)  # the legend sits right of the axes
+        plot_width = min(16.0, max(4.0, len(columns) * (0.25 + 0.1 * len(group))))
+        fig, ax = _figure(0.8 + plot_width + right, 3.5 + bottom, (0.8, bottom, right, 0.4))
+        width = 0.8 / len(group)
+        x = np.arange(len(columns))
+        for k, (label, values) in enumerate(bars):
             heights = [np.nan if v is None else v for v in values]
-            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=_label(doc))
+            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=label)
         ax.set_xticks(x, columns, rotation=45, ha="right")
         ax.set_ylabel("score")
         ax.set_title(f"{task} - {model}", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-        paths.append(_save(fig, out_dir / f"{task}_{stem}.png"))
+        ax.set_xlim(-0.6, len(columns) - 0.4)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        paths.append(_save(fig, path, sig))
     return paths
 
 
