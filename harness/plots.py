@@ -8,7 +8,8 @@ What each plotter reads from `doc["subsets"][<subset>]`:
   (`needle_<exp>.png`), with a dashed line where the length passes the original window M.
 - `pg19`: `ppl = {"<L>": value}` where value is a number, or a dict holding `ppl_token_weighted` (preferred),
   `ppl` or `ppl_mean_of_docs` (the pg19 task's per-length table) -> PPL-vs-length curves of all experiments of a
-  model on one figure (`pg19_ppl_<model>.png`, log y axis, dashed line at M). None/NaN values are skipped.
+  model on one figure (`pg19_ppl_<model>.png`, log y axis when PPL spans > 10x, dashed line at M). None/NaN
+  values are skipped.
 - `longbench` / `leval`: `score` per dataset (plus `summary.average`) -> grouped bars per dataset, one bar per
   experiment, one figure per model (`<task>_<model>.png`).
 
@@ -199,7 +200,7 @@ def ppl_curve(ppl: dict[str, Any]) -> list[tuple[int, float]]:
         y = _number(value)
         try:
             x = int(float(key))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
         if y is not None and y > 0:
             points.append((x, y))
@@ -207,7 +208,7 @@ def ppl_curve(ppl: dict[str, Any]) -> list[tuple[int, float]]:
 
 
 def plot_ppl(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """PPL vs evaluated length, every experiment of a model on one figure (log y)."""
+    """PPL vs evaluated length, every experiment of a model on one figure."""
     paths = []
     for model, stem, group in _by_model(docs):
         curves = []
