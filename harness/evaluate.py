@@ -2,6 +2,8 @@
 
 Idempotent and safe while a run is still appending (torn last lines are ignored; partial subsets are flagged).
 Shard files of a subset are merged by example id, so nothing is counted twice.
+Each subset is also re-scored on its records with prompt_len >= M (`beyond_original`, M from provenance/config) and
+>= max_pe (`beyond_target`), stored next to the full-set metrics with their counts (see `score_length_subsets`).
 """
 
 from __future__ import annotations
