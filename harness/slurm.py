@@ -78,14 +78,19 @@ def slurm_options(table: dict[str, Any] | None = None, source: str | None = None
     """Validate a `[slurm]` table, then apply flag overrides (None values are ignored)."""
     try:
         opts = P.build(SlurmOptions, dict(table or {}), prefix="slurm.")
-        set_ = {k: v for k, v in (overrides or {}).items() if v is not None}
-        unknown = set(set_) - {f.name for f in fields(SlurmOptions)}
-        if unknown:
-            raise HarnessError(f"internal: unknown slurm override(s) {sorted(unknown)}")
-        opts = replace(opts, **set_)
         _check(opts)
     except ConfigError as exc:
         raise exc.with_source(source) if source else exc from None
+    set_ = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(set_) - {f.name for f in fields(SlurmOptions)}
+    if unknown:
+        raise HarnessError(f"internal: unknown slurm override(s) {sorted(unknown)}")
+    if set_:
+        opts = replace(opts, **set_)
+        try:
+            _check(opts)
+        except ConfigError as exc:
+            raise exc.with_source("command-line options (over the [slurm] table)") from None
     return opts
 
 

@@ -145,6 +145,8 @@ def test_slurm_table_validation(tmp_path):
     with pytest.raises(ConfigError, match=r"x\.toml: config key 'slurm.partiton': unknown key \(did you mean "
                                           r"'partition'\?\)"):
         slurm_options({"partiton": "gpu"}, source="x.toml")
+    with pytest.raises(ConfigError, match=r"^command-line options .*'slurm.time'"):  # a bad flag is not the file's
+        slurm_options({"time": 60}, source="x.toml", overrides={"time": "4h"})
     for table, key in [({"time": "4h"}, "slurm.time"), ({"mem": "lots"}, "slurm.mem"), ({"gpus": -1}, "slurm.gpus"),
                        ({"shards": 0}, "slurm.shards"), ({"gpus": "two"}, "slurm.gpus"),
                        ({"time": 2, "signal_delay_s": 300}, "slurm.signal_delay_s"),
