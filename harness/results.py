@@ -69,7 +69,7 @@ class ExperimentDir:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent shards never collide
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     os.replace(tmp, path)
 
