@@ -59,12 +59,12 @@ def test_seed_derivation_is_order_free():
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
     ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
-    ref_cfg = needle_toml(tmp_path, tiny_model_dir, ref_dir, depths=8, times=3, extra=30)
+    ref_cfg = needle_toml(tmp_path, tiny_model_dir, ref_dir, depths=6, times=2, extra=30)
     run_experiment(load_config(ref_cfg))
     expected = predictions(ref_dir)
-    assert len(expected) == 24
+    assert len(expected) == 12
 
-    cfg_path = needle_toml(tmp_path, tiny_model_dir, killed_dir, depths=8, times=3, extra=30)
+    cfg_path = needle_toml(tmp_path, tiny_model_dir, killed_dir, depths=6, times=2, extra=30)
     out = ExperimentDir(killed_dir, "exp").predictions_path("needle")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli.run", "--cfg", str(cfg_path)], env=env,
@@ -77,7 +77,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = predictions(killed_dir)
-    assert 0 < len(partial) < 24, "the kill should land mid-run"
+    assert 0 < len(partial) < 12, "the kill should land mid-run"
 
     summary = run_experiment(load_config(cfg_path))
     assert summary.skipped == len(partial)
