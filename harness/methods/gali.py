@@ -18,18 +18,17 @@ precision "fp32" (the paper's algorithm; "bf16-reference" reproduces the release
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from harness.errors import ConfigError, suggest
-from harness.methods._gali_kernels import NoiseSpec, Plan, make_plan, run_plan
-from harness.methods._gali_positions import chunk_sizes, positions
+from harness.methods._gali_kernels import NoiseSpec
+from harness.methods._gali_positions import chunk_sizes
+from harness.methods._gali_runtime import GaliKernel
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
 
@@ -117,71 +116,10 @@ def validate_params(p: GaliParams, window: int | None) -> None:
                     "logits only)", p.noise_type)
 
 
-class GaliKernel:
-    """The attention kernel shared by all layers; plans (positions and RoPE tables) are memoised per (K, s)."""
-
-    #: scores per explicit query block (b·H·rows·K); bounds the noise path's memory
-    block_elements: int = 2**25
-
-    def __init__(self, tables: RopeTables, window: int, params: GaliParams, seed: int = 42):
-        self.tables = tables
-        self.window = window
-        self.local_window = params.local_window
-        self.interpolate = params.appro_attn
-        self.reference = params.precision == "bf16-reference"
-        self.noise = noise_spec(params)
-        self._plans: dict[tuple[int, int, str], Plan] = {}
-        self._seed = seed
-        self._generators: dict[str, torch.Generator] = {}
-        self.last_positions: torch.Tensor | None = None  # positions of the latest forward (inspection, tests)
-
-    def set_seed(self, seed: int) -> None:
-        """Restart the noise stream (called per example)."""
-        self._seed = seed
-        self._generators.clear()
-
-    @contextlib.contextmanager
-    def without_noise(self) -> Iterator[None]:
-        """Temporarily run the noise-free path (deterministic logits, e.g. for consistency checks)."""
-        noise, self.noise = self.noise, NoiseSpec()
-        self._plans.clear()
-        try:
-            yield
-        finally:
-            self.noise = noise
-            self._plans.clear()
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
-        return self._generators[key]
-
-    def plan(self, n_keys: int, n_queries: int, device: torch.device) -> Plan:
-        """Positions and tables for a forward with `n_queries` queries (the last of `n_keys` keys)."""
-        key = (n_keys, n_queries, str(device))
-        cached = self._plans.get(key)
-        if cached is not None:
-            return cached
-        inv_freq, scaling = self.tables.inv_freq.to(device), self.tables.attention_scaling
-        if n_keys <= self.window:  # within the window: the original model's integer positions
-            pos = torch.arange(n_keys, device=device, dtype=torch.float64)
-            plan = make_plan(pos[n_keys - n_queries:], pos, inv_freq, scaling, interpolate=False)
-        else:
-            pos = positions(n_keys, self.window, self.local_window, device=device)
-            plan = make_plan(pos[n_keys - n_queries:], pos, inv_freq, scaling, interpolate=self.interpolate,
-                             reference=self.reference, noise=self.noise)
-        if len(self._plans) >= 4:
-            self._plans.pop(next(iter(self._plans)))
-        self._plans[key] = plan
-        self.last_positions = pos
-        return plan
-
-    def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        plan = self.plan(k.shape[-2], q.shape[-2], q.device)
-        noisy = plan.n_explicit > 0 and self.noise.active
-        return run_plan(plan, q, k, v, module.scaling, noise=self.noise if noisy else None,
-                        generator=self.generator(q.device) if noisy else None, block_elements=self.block_elements)
+def make_kernel(tables: RopeTables, window: int, params: GaliParams, seed: int = 42) -> GaliKernel:
+    """The attention kernel for these parameters."""
+    return GaliKernel(tables, window, params.local_window, interpolate=params.appro_attn,
+                      reference=params.precision == "bf16-reference", noise=noise_spec(params), seed=seed)
 
 
 @METHODS.register
@@ -220,7 +158,7 @@ class Gali(Method):
         if sliding and sliding < info.original_window and getattr(model.config, "use_sliding_window", True):
             log.warning("model has sliding_window=%s < M=%d; GALI attends to all keys (no sliding window)",
                         sliding, info.original_window)
-        self.kernel = GaliKernel(RopeTables(model), info.original_window, self.params, self._seed)
+        self.kernel = make_kernel(RopeTables(model), info.original_window, self.params, self._seed)
         install_kernel(model, self.kernel)
 
     @property
@@ -233,6 +171,8 @@ class Gali(Method):
         """`[n]` within the window, else `[M, c1, c2, ...]` from chunk_coe; `stride` is ignored (see module doc)."""
         if stride is not None and n_tokens > self.window:
             log.debug("gali ignores stride=%s: chunk_coe defines the prefill forwards", stride)
+        if self.kernel is not None:
+            self.kernel.reset()
         return chunk_sizes(n_tokens, self.window, self.params.chunk_coe)
 
     def start_example(self, seed: int) -> None:

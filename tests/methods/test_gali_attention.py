@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from harness.methods._gali_kernels import NoiseSpec, make_plan, noise_for_block, run_plan
+from harness.methods._gali_kernels import IntegerTables, NoiseSpec, make_plan, noise_for_block, rope_rotate, run_plan
 from harness.methods._gali_positions import positions
-from harness.methods.rope import apply_rope
 
 D, H, HKV = 16, 4, 2
 INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
@@ -85,8 +84,8 @@ def test_logit_is_linear_in_distance_between_integers():
 
     def logit(kp: float) -> float:
         plan = make_plan(qp, torch.tensor([kp], dtype=torch.float64), INV_FREQ.float(), 1.0)
-        a = apply_rope(q, plan.q_cos, plan.q_sin)[0, 0, 0]  # rotate as the kernel does, with the plan's tables
-        b = apply_rope(k, plan.k_cos, plan.k_sin)[0, 0, 0]
+        a = rope_rotate(q, plan.q_cos, plan.q_sin)[0, 0, 0]  # rotate as the kernel does, with the plan's tables
+        b = rope_rotate(k, *plan.key_tables())[0, 0, 0]
         return float(a.double() @ b.double())
 
     l4, l5 = logit(4.0), logit(5.0)  # distances 5 and 4
@@ -224,3 +223,91 @@ def test_noise_changes_probabilities_but_future_keys_stay_zero():
     assert bool((probs[0][:, future] == 0).all())
     assert torch.allclose(probs.sum(-1), torch.ones(1, H, 6), atol=1e-5)
     assert (probs - clean).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_rotate_is_bit_identical_to_transformers(dtype):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from harness.methods._gali_kernels import half_tables
+
+    x = torch.randn(1, 2, 50, D, generator=torch.Generator().manual_seed(0)).to(dtype)
+    pos = torch.arange(50)
+    cos_h, sin_h = half_tables(pos, INV_FREQ.float())
+    cos, sin = torch.cat([cos_h, cos_h], -1).to(dtype), torch.cat([sin_h, sin_h], -1).to(dtype)
+    ref, _ = apply_rotary_pos_emb(x, x, cos[None], sin[None])
+    assert torch.equal(rope_rotate(x, cos_h, sin_h), ref)
+
+
+def test_integer_table_lookup_equals_direct_computation():
+    pos = positions(70, 32, 4)
+    q, k, v = random_qkv(5, 70, 4)
+    table = IntegerTables(33, INV_FREQ.float(), 1.0, "cpu")
+    for kw in ({}, {"reference": True}):
+        with_table = run_plan(make_plan(pos[-5:], pos, INV_FREQ.float(), 1.0, table=table, **kw), q, k, v, 0.25)
+        direct = run_plan(make_plan(pos[-5:], pos, INV_FREQ.float(), 1.0, **kw), q, k, v, 0.25)
+        assert torch.equal(with_table, direct)
+
+
+def test_kernel_cached_group_tables_equal_general_plan():
+    # the kernel's fast path (cached interpolated rows + integer-tail slices) against make_plan on the positions
+    from types import SimpleNamespace
+
+    from harness.methods._gali_runtime import GaliKernel
+
+    kernel = GaliKernel(SimpleNamespace(inv_freq=INV_FREQ.float(), attention_scaling=1.0), 32, 4)
+    for n_keys in [33, 34, 40, 57, 58, 64, 100, 101, 150, 200]:  # growing K: group sizes 2..7, cache regrowth
+        for s in (1, 6):
+            q, k, v = random_qkv(s, n_keys, n_keys)
+            pos = positions(n_keys, 32, 4)
+            fast = run_plan(kernel.plan(n_keys, s, torch.device("cpu")), q, k, v, 0.25)
+            general = run_plan(make_plan(pos[-s:], pos, INV_FREQ.float(), 1.0), q, k, v, 0.25)
+            assert (fast - general).abs().max() < 1e-5
+            assert torch.equal(kernel.last_positions, pos)
+
+
+def test_decode_rotation_buffers_equal_full_rotation():
+    # decode steps re-rotate only the keys whose position changed; the result must equal rotating every key
+    from types import SimpleNamespace
+
+    from harness.methods._gali_runtime import GaliKernel
+
+    tables = SimpleNamespace(inv_freq=INV_FREQ.float(), attention_scaling=1.0)
+    stateful, stateless = GaliKernel(tables, 32, 4), GaliKernel(tables, 32, 4)
+    module = SimpleNamespace(layer_idx=0, scaling=0.25)
+    q_all, k_all, v_all = random_qkv(90, 90, 21)
+    stateful(module, q_all[..., :20, :], k_all[..., :20, :], v_all[..., :20, :])  # prefill within the window
+    reused = 0
+    for n_keys in range(21, 91):  # crosses the window (K = 33) and several group sizes
+        q, k, v = q_all[..., n_keys - 1:n_keys, :], k_all[..., :n_keys, :], v_all[..., :n_keys, :]
+        prev = stateful._rotated.get(0)
+        out = stateful(module, q, k, v)
+        stateless.reset()
+        assert torch.equal(out, stateless(module, q, k, v))
+        reused += prev is not None and prev.frame == stateful._rotated[0].frame
+    assert reused > 50  # most steps reused earlier rotations
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_chunk_attention_equals_masked_sdpa(dtype, tol):
+    from harness.methods._gali_sdpa import chunk_attention
+    from harness.methods.rope import causal_sdpa
+
+    for s, n_keys in [(1, 9), (9, 9), (2, 9), (7, 30), (29, 30)]:
+        q, k, v = (t.to(dtype) for t in random_qkv(s, n_keys, s + n_keys, scale=1.0))
+        got, want = chunk_attention(q, k, v, 0.25), causal_sdpa(q, k, v, 0.25)
+        assert (got.float() - want.float()).abs().max() <= tol
+
+
+def test_chunk_attention_falls_back_when_a_backend_is_wrong(monkeypatch):
+    from harness.methods import _gali_sdpa
+    from harness.methods.rope import causal_sdpa
+
+    def broken(q, k, v, scale):
+        return torch.zeros_like(q)
+
+    broken.__name__ = "broken"
+    monkeypatch.setattr(_gali_sdpa, "_backend", lambda device: broken)
+    monkeypatch.setattr(_gali_sdpa, "_CHECKED", {})
+    q, k, v = random_qkv(5, 20, 3)
+    assert torch.equal(_gali_sdpa.chunk_attention(q, k, v, 0.25), causal_sdpa(q, k, v, 0.25))

@@ -1,0 +1,307 @@
+#!/usr/bin/env python
+"""Benchmark every registered method against `original`: prefill seconds and peak memory at several lengths, and
+decode tokens/s at each length. Writes `<out>/<tag>.csv` and `<out>/<tag>.md` (machine, versions, model, params).
+
+Each (method, length) runs in its own subprocess, so peak memory is per measurement (CUDA allocator peak on GPU,
+VmHWM on CPU; "growth" is the peak minus the memory in use just before the prefill). Methods and their params come
+from the registry and `Method.suggested_params(window, max length)`, so newly registered methods appear
+automatically; `--methods` picks a subset and `--param gali.noise_type=gaussian` overrides one value.
+
+CPU, tiny random Llama (2 layers, hidden 256, window 4096) — the committed table (1 thread: steadier on a
+shared machine):
+    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 4096,8192,16384,32768 --threads 1 \
+        --repeats 3 --tag cpu-tiny
+SmolLM2-135M (pretrained, window 8192; needs the model in the local HF cache):
+    .venv/bin/python scripts/bench_methods.py --model HuggingFaceTB/SmolLM2-135M --lengths 4096,8192,16384 \\
+        --decode-tokens 8 --tag cpu-smollm2
+GPU, Llama-3-8B-shaped random model (32 layers, GQA 32/8, head_dim 128, window 8192, θ = 5e5) in bf16:
+    python scripts/bench_methods.py --shape llama3-8b --device cuda --dtype bfloat16 \\
+        --lengths 8192,16384,32768 --decode-tokens 32 --tag gpu-llama3-8b
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=64, vocab_size=1000, max_position_embeddings=4096,
+                 rope_theta=10000.0),
+    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, head_dim=128, vocab_size=128256, max_position_embeddings=8192,
+                      rope_theta=500000.0),
+}
+TARGETS = {"prefill": 1.3, "peak": 1.1, "decode": 0.7}  # GALI (noise off) vs original
+
+
+# ---------------------------------------------------------------- worker (one measurement, own process)
+
+def _current_mb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated(device) / 2**20
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _build_model(spec: dict[str, Any]):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = getattr(torch, spec["dtype"])
+    if spec.get("model"):
+        model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+    else:
+        shape = dict(SHAPES[spec["shape"]])
+        if spec.get("window"):
+            shape["max_position_embeddings"] = spec["window"]
+        cfg = AutoConfig.for_model("llama", bos_token_id=0, eos_token_id=1, tie_word_embeddings=False, **shape)
+        torch.manual_seed(0)
+        with torch.device(spec["device"]):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return model.to(spec["device"]).eval()
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load the model, apply the method, time one prefill (+ repeats) and `decode_tokens` greedy decode steps."""
+    import torch
+
+    from harness import params as P
+    from harness.config import ExperimentConfig
+    from harness.engine import Engine
+    from harness.memory import peak_mb, reset_peak
+    from harness.methods.base import METHODS
+    from harness.models import model_info
+
+    device, n = spec["device"], spec["length"]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    model = _build_model(spec)
+    info = model_info(model.config)
+    cls = METHODS.get(spec["method"])
+    cfg = ExperimentConfig(task="needle", model=spec.get("model") or spec["shape"], method=cls.name,
+                           exp_name="bench", max_pe=spec["max_len"])
+    params = P.build(cls.Params, spec["params"], prefix="params.")
+    cls.validate(params, cfg, info.original_window)
+    method = cls(params, cfg)
+    method.apply(model, info)
+    method.start_example(0)
+    engine = Engine(model, None, method, device)
+    ids = torch.randint(3, int(model.config.vocab_size), (n + spec["decode_tokens"] + 1,),
+                        generator=torch.Generator().manual_seed(1)).tolist()
+    engine.prefill(ids[:256])  # warm-up (lazy initialisation, kernels)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    gc.collect()
+    reset_peak(device)
+    base = _current_mb(device)
+    sync()
+    t0 = time.perf_counter()
+    cache, logits = engine.prefill(ids[:n])
+    sync()
+    times = [time.perf_counter() - t0]
+    steps = spec["decode_tokens"]
+    step_s = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            t1 = time.perf_counter()
+            step = torch.tensor([[int(torch.argmax(logits))]], device=engine.input_device)
+            hidden = model.model(input_ids=step, past_key_values=cache, use_cache=True).last_hidden_state
+            logits = model.lm_head(hidden[:, -1:]).float()[0, -1]
+            sync()
+            step_s.append(time.perf_counter() - t1)
+    peak = peak_mb(device)
+    finite = bool(torch.isfinite(logits).all())
+    del cache, logits
+    for _ in range(spec["repeats"] - 1):
+        gc.collect()
+        sync()
+        t0 = time.perf_counter()
+        engine.prefill(ids[:n])
+        sync()
+        times.append(time.perf_counter() - t0)
+    return {"prefill_s": min(times), "peak_mb": peak, "growth_mb": max(0.0, peak - base),
+            "decode_tok_s": 1 / statistics.median(step_s) if step_s else None, "finite": finite,
+            "window": info.original_window}
+
+
+# ---------------------------------------------------------------- driver
+
+def method_params(name: str, window: int, max_len: int, overrides: list[str]) -> dict[str, Any]:
+    from harness.methods.base import METHODS
+    from harness.params import parse_override_value
+
+    params = dict(METHODS.get(name).suggested_params(window, max_len))
+    for item in overrides:
+        key, _, value = item.partition("=")
+        method, _, field = key.partition(".")
+        if method == name:
+            params[field] = parse_override_value(value)
+    return params
+
+
+def run_one(spec: dict[str, Any], timeout: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": tail[:200]}
+
+
+def machine() -> dict[str, str]:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                   if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "platform": platform.platform(), "cpu": cpu,
+            "cores": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads()), "gpu": gpu,
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None or x == "":
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, tag: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    orig = {r["length"]: r for r in rows if r["method"] == "original" and "error" not in r}
+    for r in rows:
+        o = orig.get(r["length"], {})
+        r["prefill_x"] = _ratio(r.get("prefill_s"), o.get("prefill_s"))
+        r["peak_x"] = _ratio(r.get("peak_mb"), o.get("peak_mb"))
+        r["growth_x"] = _ratio(r.get("growth_mb"), o.get("growth_mb"))
+        r["decode_x"] = _ratio(r.get("decode_tok_s"), o.get("decode_tok_s"))
+    cols = ["method", "length", "prefill_s", "prefill_x", "peak_mb", "peak_x", "growth_mb", "growth_x",
+            "decode_tok_s", "decode_x", "finite", "error", "params"]
+    with (out / f"{tag}.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(r[k]) if k == "params" else r.get(k, "")) for k in cols})
+    lines = [f"# Method benchmark: {tag}", "", "Generated by `scripts/bench_methods.py` (do not edit by hand).", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "Prefill: one `Engine.prefill` in the method's own chunks (best of the repeats). Peak: VmHWM (CPU) "
+              "or CUDA allocator peak over prefill + decode; growth = peak minus memory in use before the prefill. "
+              "Decode: greedy steps after the prefill, 1 / median step time. `x` columns are ratios to `original` at "
+              "the same length.", "",
+              "| method | L | prefill s | x | peak MiB | x | growth MiB | x | decode tok/s | x | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        note = r.get("error", "") or ("" if r.get("finite", True) else "non-finite logits")
+        lines.append(f"| {r['method']} | {r['length']} | {_fmt(r.get('prefill_s'))} | {_fmt(r.get('prefill_x'))} | "
+                     f"{_fmt(r.get('peak_mb'), 0)} | {_fmt(r.get('peak_x'))} | {_fmt(r.get('growth_mb'), 0)} | "
+                     f"{_fmt(r.get('growth_x'))} | {_fmt(r.get('decode_tok_s'), 1)} | {_fmt(r.get('decode_x'))} | "
+                     f"{note} |")
+    gali = [r for r in rows if r["method"] == "gali" and "error" not in r]
+    if gali:
+        lines += ["", "GALI targets (noise off): prefill <= 1.3x, peak <= 1.1x, decode >= 0.7x original.", ""]
+        for r in gali:
+            checks = [("prefill", r["prefill_x"], r["prefill_x"] is not None and r["prefill_x"] <= TARGETS["prefill"]),
+                      ("peak", r["peak_x"], r["peak_x"] is not None and r["peak_x"] <= TARGETS["peak"]),
+                      ("decode", r["decode_x"], r["decode_x"] is not None and r["decode_x"] >= TARGETS["decode"])]
+            lines.append(f"- L={r['length']}: " + ", ".join(f"{n} {_fmt(v)}x {'met' if ok else 'NOT met'}"
+                                                           for n, v, ok in checks))
+    lines += ["", "Parameters (suggested_params + overrides):", ""]
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["method"], r.get("params", {}))
+    lines += [f"- {m}: `{json.dumps(p)}`" for m, p in seen.items()]
+    (out / f"{tag}.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="random model of this shape")
+    src.add_argument("--model", help="pretrained model path or hub id (instead of --shape)")
+    p.add_argument("--window", type=int, default=None, help="override the window M (max_position_embeddings)")
+    p.add_argument("--lengths", default="4096,8192,16384,32768")
+    p.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE")
+    p.add_argument("--decode-tokens", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per measurement (default: torch's)")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per (method, length) measurement")
+    p.add_argument("--out", default=str(REPO / "docs" / "bench"))
+    p.add_argument("--tag", default="bench")
+    args = p.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from harness.methods.base import METHODS
+
+    lengths = [int(x) for x in args.lengths.split(",")]
+    names = args.methods.split(",") if args.methods else METHODS.names()
+    names = ["original"] + [METHODS.canonical(n) for n in names if METHODS.canonical(n) != "original"]
+    if args.model:
+        from transformers import AutoConfig
+
+        window = args.window or int(AutoConfig.from_pretrained(args.model).max_position_embeddings)
+    else:
+        window = args.window or SHAPES[args.shape]["max_position_embeddings"]
+    model_desc = args.model or f"random {args.shape} llama {json.dumps(SHAPES[args.shape])}"
+    meta = {"model": model_desc, "window M": window, "dtype": args.dtype, "device": args.device,
+            "decode tokens": args.decode_tokens, "repeats": args.repeats, **machine()}
+    if args.threads:
+        meta["torch_threads"] = str(args.threads)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        params = method_params(name, window, max(lengths), args.param)
+        for n in lengths:
+            spec = {"method": name, "params": params, "length": n, "max_len": max(lengths), "device": args.device,
+                    "dtype": args.dtype, "decode_tokens": args.decode_tokens, "repeats": args.repeats,
+                    "model": args.model, "shape": args.shape, "window": args.window, "threads": args.threads}
+            t0 = time.perf_counter()
+            res = run_one(spec, args.timeout)
+            row = {"method": name, "length": n, "params": params, **res}
+            rows.append(row)
+            print(f"{name:>14} L={n:>6}: {json.dumps(res)} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            write_outputs(rows, meta, Path(args.out), args.tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
