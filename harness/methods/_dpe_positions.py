@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from harness.methods._logn import scale_queries
-from harness.methods._positions_banded import Branches, banded_attention, rotate_pairs
+from harness.methods._logn import scale_query_rows
+from harness.methods._positions_banded import Branches, PositionTable, banded_attention, rotate_pairs
 
 
 def far_query_positions(pos: torch.Tensor, scales: torch.Tensor, window: int, offset_division: str) -> torch.Tensor:
@@ -48,29 +48,28 @@ class DpeKernel:
                  masks: torch.Tensor | None = None, logn_len: int | None = None):
         self.tables, self.window, self.scales = tables, window, scales
         self.offset_division, self.masks, self.logn_len = offset_division, masks, logn_len
+        att = float(getattr(tables, "attention_scaling", 1.0))
+        self.normal = PositionTable(tables.inv_freq, att)
+        self.scaled_keys = PositionTable(tables.inv_freq, att, lambda j: far_key_positions(j, scales))
 
-    def _scaled_q(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _scaled_q(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        pos = torch.arange(start, start + x.shape[-2], device=x.device)
         pp = far_query_positions(pos, self.scales, self.window, self.offset_division)
         return rotate_pairs(x, pp, self.tables.inv_freq, self.tables.attention_scaling)
 
-    def _scaled_k(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        pp = far_key_positions(pos, self.scales)
-        return rotate_pairs(x, pp, self.tables.inv_freq, self.tables.attention_scaling)
-
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        K, s = k.shape[-2], q.shape[-2]
-        q = scale_queries(q, torch.arange(K - s, K, device=q.device), self.logn_len)
-        far_q, far_k = self._scaled_q, self._scaled_k
+        q = scale_query_rows(q, k.shape[-2] - q.shape[-2], self.logn_len)
+        far_q, far_k = self._scaled_q, self.scaled_keys.rotate
         if self.masks is not None:
             m = self.masks[module.layer_idx].to(device=q.device, dtype=q.dtype)  # [H, pairs]
             md = torch.cat((m, m), dim=-1)[None, :, None, :]  # [1, H, 1, d]
 
-            def far_q(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-                return torch.cat((md * self._scaled_q(x, pos), (1 - md) * self.tables.rotate(x, pos)), dim=-1)
+            def far_q(x: torch.Tensor, start: int) -> torch.Tensor:
+                return torch.cat((md * self._scaled_q(x, start), (1 - md) * self.normal.rotate(x, start)), dim=-1)
 
-            def far_k(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-                return torch.cat((self._scaled_k(x, pos), self.tables.rotate(x, pos)), dim=-1)
+            def far_k(x: torch.Tensor, start: int) -> torch.Tensor:
+                return torch.cat((self.scaled_keys.rotate(x, start), self.normal.rotate(x, start)), dim=-1)
 
-        br = Branches(near_q=self.tables.rotate, near_k=self.tables.rotate, far_q=far_q, far_k=far_k,
-                      near_width=self.window, far_start=self.window, scale=module.scaling)
+        br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=far_q, far_k=far_k,
+                      near_width=self.window, far_start=self.window, scale=module.scaling, plain=self.tables.rotate)
         return banded_attention(q, k, v, br)

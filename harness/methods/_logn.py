@@ -30,3 +30,10 @@ def scale_queries(q: torch.Tensor, positions: torch.Tensor, train_len: int | Non
         return q
     factors = logn_factors(positions, train_len).to(device=q.device, dtype=q.dtype)
     return q * factors.view(1, 1, -1, 1)
+
+
+def scale_query_rows(q: torch.Tensor, first: int, train_len: int | None) -> torch.Tensor:
+    """`scale_queries` for queries at the consecutive positions first..first+s−1 (no device sync when inactive)."""
+    if train_len is None or first + q.shape[-2] <= train_len:
+        return q
+    return scale_queries(q, torch.arange(first, first + q.shape[-2], device=q.device), train_len)

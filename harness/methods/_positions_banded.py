@@ -7,7 +7,7 @@ near_width = far_start + 1 to reproduce the official prefill that counts the key
 
 Nothing K × K is built: the far branch is "far queries (rows i >= far_start) against the first K − far_start keys",
 a bottom-right causal problem split into one unmasked rectangle and one equal-length causal triangle; the near band is
-processed in query blocks as (left masked triangle, unmasked rectangle, causal triangle). The same code serves
+processed in query blocks that share one band mask. The same code serves
 prefill, chunked prefill and one-token decode (queries are the last s of the K cached keys, positions 0..K−1).
 """
 
@@ -15,34 +15,75 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from harness.methods._lse_backend import lse_attention
+from harness.methods.attention import install_kernel, uninstall_kernel
 from harness.methods.lse import merge_lse
 from harness.methods.rope import apply_rope, causal_sdpa
 
-#: (x [b, h, n, d], absolute positions [n] (long)) -> rotated x (last dim may differ from d, e.g. DPE top-k)
-Rotation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: (x [b, h, n, d], first position p0) -> x rotated for positions p0..p0+n−1 (the last dim may grow, e.g. DPE top-k)
+Rotation = Callable[[torch.Tensor, int], torch.Tensor]
+#: (x [b, h, n, d], positions [n]) -> x rotated exactly as the model does (the near-only path)
+PlainRotation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 NEAR_BLOCK = 512
+
+
+def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, attention_scaling: float = 1.0,
+            dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables [n, d] for positions [n] (one per pair: [n, d/2]); fp32 math like the model's rotary embedding."""
+    inv = inv_freq.to(device=positions.device, dtype=torch.float32)
+    pos = positions.to(torch.float32)
+    freqs = pos.unsqueeze(-1) * inv if pos.dim() == 1 else pos * inv[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * attention_scaling).to(dtype), (emb.sin() * attention_scaling).to(dtype)
 
 
 def rotate_pairs(x: torch.Tensor, pair_positions: torch.Tensor, inv_freq: torch.Tensor,
                  attention_scaling: float = 1.0) -> torch.Tensor:
     """Rotate x [b, h, n, d] with one (possibly fractional) position per frequency pair: `pair_positions` [n, d/2]."""
-    freqs = pair_positions.to(torch.float32) * inv_freq.to(device=x.device, dtype=torch.float32)[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos = (emb.cos() * attention_scaling).to(x.dtype)
-    sin = (emb.sin() * attention_scaling).to(x.dtype)
-    return apply_rope(x, cos, sin)
+    return apply_rope(x, *cos_sin(pair_positions, inv_freq, attention_scaling, x.dtype))
+
+
+class PositionTable:
+    """cos/sin rows of a fixed map from token index to (per-pair) positions, cached and grown by doubling.
+
+    Position-only (never sequence-dependent), so one table serves every layer, example and decode step: a decode step
+    slices its rows instead of recomputing transcendental functions for every cached key.
+    """
+
+    def __init__(self, inv_freq: torch.Tensor, attention_scaling: float = 1.0,
+                 position_map: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.inv_freq, self.attention_scaling = inv_freq, attention_scaling
+        self.position_map = position_map
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rows(self, start: int, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [n, d] for token indices start..start+n−1."""
+        key = (device, dtype)
+        table = self._tables.get(key)
+        if table is None or table[0].shape[0] < start + n:
+            size = max(start + n, 2 * table[0].shape[0] if table is not None else 0)
+            idx = torch.arange(size, device=device)
+            pos = self.position_map(idx) if self.position_map is not None else idx
+            table = cos_sin(pos, self.inv_freq, self.attention_scaling, dtype)
+            self._tables[key] = table
+        return table[0][start:start + n], table[1][start:start + n]
+
+    def rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Rotate x [b, h, n, d] whose rows are token indices start..start+n−1."""
+        return apply_rope(x, *self.rows(start, x.shape[-2], x.device, x.dtype))
 
 
 @dataclass
 class Branches:
     """How to rotate queries and keys in each branch, and where the branches meet.
 
-    `far_k = None` reuses the near rotation for the far keys (STRING). `scale` multiplies the logits.
+    `far_k = None` reuses the near rotation for the far keys (STRING). `scale` multiplies the logits. `plain` is the
+    model's own rotation, used (bit-exactly) when no key is far.
     """
 
     near_q: Rotation
@@ -52,39 +93,32 @@ class Branches:
     near_width: int
     far_start: int
     scale: float
+    plain: PlainRotation
 
 
 def _near(qn: torch.Tensor, kn: torch.Tensor, vn: torch.Tensor, k_lo: int, q0: int, width: int, scale: float,
           block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Near band: row i attends keys max(0, i−width+1)..i. `kn/vn` hold keys from absolute index k_lo on."""
+    """Near band: row i attends keys max(0, i−width+1)..i. `kn/vn` hold keys from absolute index k_lo on.
+
+    Every query block [i0, i1) attends keys [i0−width+1, i1) through one slice of a single band mask
+    (column c of row r allowed iff r <= c <= r + width − 1), so no per-block mask or merge is built.
+    """
     s = qn.shape[-2]
+    if s == 1:  # one query: its whole band, unmasked
+        return lse_attention(qn, kn, vn, scale)
+    rows = min(block, s)
+    r = torch.arange(rows, device=qn.device)[:, None]
+    c = torch.arange(rows + width - 1, device=qn.device)[None, :]
+    band = (c >= r) & (c <= r + width - 1)
     outs, lses = [], []
-    dev = qn.device
     for r0 in range(0, s, block):
         r1 = min(s, r0 + block)
         i0, i1 = q0 + r0, q0 + r1
-        qb = qn[:, :, r0:r1]
         lo = max(0, i0 - width + 1)
-
-        def keys(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-            return kn[:, :, a - k_lo:b - k_lo], vn[:, :, a - k_lo:b - k_lo]
-
-        if r1 - r0 == 1:  # one query: its whole band, unmasked
-            o, lse = lse_attention(qb, *keys(lo, i1), scale)
-        elif r1 - r0 <= width:
-            mid = max(0, i1 - width)
-            rows = torch.arange(i0, i1, device=dev)[:, None]
-            parts = [lse_attention(qb, *keys(i0, i1), scale, causal=True)]  # keys i0..i1-1: causal triangle
-            if mid < i0:  # keys every row sees
-                parts.append(lse_attention(qb, *keys(mid, i0), scale))
-            if lo < mid:  # keys older rows see and newer rows have left behind
-                cols = torch.arange(lo, mid, device=dev)[None, :]
-                parts.append(lse_attention(qb, *keys(lo, mid), scale, mask=cols >= rows - width + 1))
-            o, lse = merge_lse(parts) if len(parts) > 1 else parts[0]
-        else:  # band narrower than the block: one masked call
-            rows = torch.arange(i0, i1, device=dev)[:, None]
-            cols = torch.arange(lo, i1, device=dev)[None, :]
-            o, lse = lse_attention(qb, *keys(lo, i1), scale, mask=(cols <= rows) & (cols >= rows - width + 1))
+        off = lo - (i0 - width + 1)  # columns clipped at key 0
+        mask = band[: r1 - r0, off: off + i1 - lo]
+        o, lse = lse_attention(qn[:, :, r0:r1], kn[:, :, lo - k_lo:i1 - k_lo], vn[:, :, lo - k_lo:i1 - k_lo], scale,
+                               mask=mask, rows_nonempty=True)
         outs.append(o)
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
@@ -109,23 +143,41 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, br: Bran
     """
     s, K = q.shape[-2], k.shape[-2]
     q0 = K - s
-    pos = torch.arange(K, device=q.device)
-    qn = br.near_q(q, pos[q0:])
     if K <= br.far_start:
-        return causal_sdpa(qn, br.near_k(k, pos), v, br.scale)
+        pos = torch.arange(K, device=q.device)
+        return causal_sdpa(br.plain(q, pos[q0:]), br.plain(k, pos), v, br.scale)
+    qn = br.near_q(q, q0)
     k_lo = max(0, q0 - br.near_width + 1)
-    kn = br.near_k(k[:, :, k_lo:], pos[k_lo:])
+    kn = br.near_k(k[:, :, k_lo:], k_lo)
     out, lse = _near(qn, kn, v[:, :, k_lo:], k_lo, q0, br.near_width, br.scale, block)
 
     f_lo = max(q0, br.far_start)  # first query row with a far key
     Kf = K - br.far_start
-    qf = br.far_q(q[:, :, f_lo - q0:], pos[f_lo:])
+    qf = br.far_q(q[:, :, f_lo - q0:], f_lo)
     if br.far_k is None and k_lo == 0:
         kf = kn[:, :, :Kf]
     else:
-        kf = (br.far_k or br.near_k)(k[:, :, :Kf], pos[:Kf])
+        kf = (br.far_k or br.near_k)(k[:, :, :Kf], 0)
     far_out, far_lse = _far(qf, kf, v[:, :, :Kf], br.scale)
     tail = f_lo - q0
     merged, _ = merge_lse([(out[:, :, tail:], lse[:, :, tail:]), (far_out, far_lse)])
     out = torch.cat([out[:, :, :tail], merged], dim=2) if tail else merged
     return out.to(q.dtype)
+
+
+def identity_check(ctx: Any, kernel: Any, n: int | None, name: str, reason: str = "") -> tuple[str, bool | None, str]:
+    """For a method's `check_invariants` hook: a prefill of n tokens equals the unmodified model (no key is far).
+
+    The reference is computed on the same model with the kernel uninstalled for the moment.
+    """
+    if n is None or n < 2:
+        return name, None, reason or "no length at which the method must equal the original"
+    got = ctx.prefill(n)
+    uninstall_kernel(ctx.model)
+    try:
+        ref = ctx.prefill(n)
+    finally:
+        install_kernel(ctx.model, kernel)
+    d = float((got.float() - ref.float()).abs().max())
+    tol = ctx.tolerance(float(ref.float().abs().max()))
+    return name, d <= tol, f"L={n}: max|Δlogit| {d:.2e} vs the unmodified model (tol {tol:.0e}; 0 expected)"

@@ -28,6 +28,7 @@ from harness.methods._dpe_table import (
     pair_scales,
     topk_masks,
 )
+from harness.methods._positions_banded import identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
 
@@ -170,6 +171,11 @@ class Dpe(Method):
             masks = topk_masks(contrib, r.topk_dim)
         logn = (p.train_len or info.original_window) if p.logn else None
         log.info("dpe: w=%d groups=%s scales=%s topk=%s", window, bounds, r.scale_factors, r.topk_dim)
-        kernel = DpeKernel(RopeTables(model), window, pair_scales(bounds, r.scale_factors), p.offset_division,
-                           masks, logn)
-        install_kernel(model, kernel)
+        self.kernel = DpeKernel(RopeTables(model), window, pair_scales(bounds, r.scale_factors), p.offset_division,
+                                masks, logn)
+        install_kernel(model, self.kernel)
+
+    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
+        """gali-check: with L <= w the method is plain RoPE."""
+        n = min(self.kernel.window, ctx.window, self.kernel.logn_len or ctx.window)
+        return [identity_check(ctx, self.kernel, n, "equals_original_below_local_window")]

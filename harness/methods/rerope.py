@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from harness.errors import ConfigError
-from harness.methods._logn import scale_queries
-from harness.methods._positions_banded import Branches, banded_attention
+from harness.methods._logn import scale_query_rows
+from harness.methods._positions_banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
 
@@ -50,23 +50,26 @@ class ReRopeKernel:
 
     def __init__(self, tables: Any, window: int, k: float | None = None, logn_len: int | None = None):
         self.tables, self.window, self.k, self.logn_len = tables, window, k, logn_len
+        att = float(getattr(tables, "attention_scaling", 1.0))
+        self.att = att
+        self.normal = PositionTable(tables.inv_freq, att)
+        self.far_keys = None if k is None else PositionTable(tables.inv_freq, att, lambda j: j.double() / k)
 
-    def _far_q(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _far_q(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        pos = torch.arange(start, start + x.shape[-2], device=x.device)
         if self.k is None:
             return self.tables.rotate(x, torch.full_like(pos, self.window))
         return self.tables.rotate(x, (pos.double() - self.window) / self.k + self.window)
 
-    def _far_k(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        if self.k is None:  # rotation by 0: the raw key (times the rope type's attention scaling, if any)
-            att = float(getattr(self.tables, "attention_scaling", 1.0))
-            return x if att == 1.0 else x * att
-        return self.tables.rotate(x, pos.double() / self.k)
+    def _far_k(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        if self.far_keys is None:  # rotation by 0: the raw key (times the rope type's attention scaling, if any)
+            return x if self.att == 1.0 else x * self.att
+        return self.far_keys.rotate(x, start)
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        K, s = k.shape[-2], q.shape[-2]
-        q = scale_queries(q, torch.arange(K - s, K, device=q.device), self.logn_len)
-        br = Branches(near_q=self.tables.rotate, near_k=self.tables.rotate, far_q=self._far_q, far_k=self._far_k,
-                      near_width=self.window, far_start=self.window, scale=module.scaling)
+        q = scale_query_rows(q, k.shape[-2] - q.shape[-2], self.logn_len)
+        br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=self._far_q, far_k=self._far_k,
+                      near_width=self.window, far_start=self.window, scale=module.scaling, plain=self.tables.rotate)
         return banded_attention(q, k, v, br)
 
 
@@ -110,7 +113,13 @@ class ReRope(Method):
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)
-        install_kernel(model, self._kernel(RopeTables(model), info))
+        self.kernel = self._kernel(RopeTables(model), info)
+        install_kernel(model, self.kernel)
+
+    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
+        """gali-check: with L <= w (and inside the log-n training length) the method is plain RoPE."""
+        n = min(self.kernel.window, ctx.window, self.kernel.logn_len or ctx.window)
+        return [identity_check(ctx, self.kernel, n, "equals_original_below_rerope_window")]
 
 
 @METHODS.register

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import torch
 
 from harness.errors import ConfigError
-from harness.methods._logn import scale_queries
-from harness.methods._positions_banded import Branches, banded_attention
+from harness.methods._logn import scale_query_rows
+from harness.methods._positions_banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
 
@@ -68,16 +68,19 @@ class StringKernel:
                  logn_len: int | None = None):
         self.tables, self.offset, self.local_value = tables, offset, local_value
         self.factor, self.reference, self.logn_len = factor, reference, logn_len
+        self.normal = PositionTable(tables.inv_freq, float(getattr(tables, "attention_scaling", 1.0)))
 
-    def _far_q(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return self.tables.rotate(x, pos - self.offset + self.local_value)
+    def _far_q(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        first = start - self.offset + self.local_value
+        return self.tables.rotate(x, torch.arange(first, first + x.shape[-2], device=x.device))
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        K, s = k.shape[-2], q.shape[-2]
-        q = scale_queries(q, torch.arange(K - s, K, device=q.device), self.logn_len)
+        s = q.shape[-2]
+        q = scale_query_rows(q, k.shape[-2] - s, self.logn_len)
         width = self.offset + 1 if (self.reference and s > 1) else self.offset
-        br = Branches(near_q=self.tables.rotate, near_k=self.tables.rotate, far_q=self._far_q, far_k=None,
-                      near_width=width, far_start=self.offset, scale=module.scaling * self.factor ** 2)
+        br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=self._far_q, far_k=None,
+                      near_width=width, far_start=self.offset, scale=module.scaling * self.factor ** 2,
+                      plain=self.tables.rotate)
         return banded_attention(q, k, v, br)
 
 
@@ -137,5 +140,13 @@ class String(Method):
         factor = OFFICIAL_ATTENTION_FACTOR if p.official_attention_factor else 1.0
         logn = (p.train_len or info.original_window) if p.logn else None
         log.info("string: S=%d W=%d factor=%.6f mode=%s", offset, p.local_value, factor, p.mode)
-        install_kernel(model, StringKernel(RopeTables(model), offset, p.local_value, factor,
-                                           p.mode == "reference", logn))
+        self.kernel = StringKernel(RopeTables(model), offset, p.local_value, factor, p.mode == "reference", logn)
+        install_kernel(model, self.kernel)
+
+    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
+        """gali-check: with L <= S the method is plain RoPE (only without the official attention factor)."""
+        name = "equals_original_below_offset_s"
+        if self.kernel.factor != 1.0:
+            return [(name, None, "official_attention_factor changes every logit by design")]
+        n = min(self.kernel.offset, ctx.window, self.kernel.logn_len or ctx.window)
+        return [identity_check(ctx, self.kernel, n, name)]

@@ -81,11 +81,10 @@ def test_leaky_relative_row_hand():
 def test_leaky_official_far_rotations():
     """Official far rotations: q at (i + w(k−1))/k = 11/2 for i = 7, w = 4, k = 2; key j at j/2."""
     ker = ReRopeKernel(Tables(), 4, 2.0)
-    x = torch.randn(1, 1, 3, D, dtype=torch.float64)
-    pos = torch.tensor([7, 7, 7])
-    assert torch.allclose(ker._far_q(x, pos), Tables().rotate(x, torch.tensor([5.5] * 3)))
-    keys = torch.tensor([0, 3, 6])
-    assert torch.allclose(ker._far_k(x, keys), Tables().rotate(x, torch.tensor([0.0, 1.5, 3.0])))
+    x = torch.randn(1, 1, 1, D, dtype=torch.float64)
+    assert torch.allclose(ker._far_q(x, 7), Tables().rotate(x, torch.tensor([5.5])))
+    x = torch.randn(1, 1, 4, D, dtype=torch.float64)
+    assert torch.allclose(ker._far_k(x, 0), Tables().rotate(x, torch.tensor([0.0, 0.5, 1.0, 1.5])))
 
 
 # ---- log-n (case 3) ------------------------------------------------------------------------------------------
@@ -137,8 +136,12 @@ def test_banded_blocks_do_not_change_the_result(block, window):
     L = 23
     q, kk, v = rand_qkv(L, seed=2)
     t = Tables()
-    br = Branches(near_q=t.rotate, near_k=t.rotate, far_q=lambda x, p: t.rotate(x, torch.full_like(p, window)),
-                  far_k=lambda x, p: x, near_width=window, far_start=window, scale=MOD.scaling)
+
+    def at(x, start):
+        return t.rotate(x, torch.arange(start, start + x.shape[-2]))
+
+    br = Branches(near_q=at, near_k=at, far_q=lambda x, start: t.rotate(x, torch.full((x.shape[-2],), window)),
+                  far_k=lambda x, start: x, near_width=window, far_start=window, scale=MOD.scaling, plain=t.rotate)
     ref = naive(q, kk, v, rel_matrix(L, lambda d: min(d, window)), MOD.scaling)
     assert torch.allclose(banded_attention(q, kk, v, br, block=block), ref, atol=2e-5)
 
