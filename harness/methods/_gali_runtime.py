@@ -154,7 +154,8 @@ class GaliKernel:
         first = 0
         if (prev is not None and prev.frame == plan.frame and prev.n_keys == n_keys - n_queries
                 and prev.buf.shape[:2] == k.shape[:2] and prev.buf.shape[-1] == k.shape[-1]
-                and prev.buf.dtype == k.dtype and prev.buf.device == k.device):
+                and prev.buf.dtype == k.dtype and prev.buf.device == k.device
+                and prev.buf.is_inference() == torch.is_inference_mode_enabled()):
             first = min(prev.stable, n_keys - n_queries)
         if prev is not None and first and prev.buf.shape[-2] >= n_keys:
             buf = prev.buf
@@ -172,7 +173,8 @@ class GaliKernel:
         plan = self.plan(n_keys, n_queries, q.device)
         noisy = plan.n_explicit > 0 and self.noise.active
         k_rot = None
-        if n_queries == 1 and plan.frame is not None and not plan.n_explicit:  # decode: keep rotations for next step
+        decode = n_queries == 1 and plan.frame is not None and not plan.n_explicit and not torch.is_grad_enabled()
+        if decode:  # keep this step's rotations for the next one
             k_rot = self._rotated_keys(module.layer_idx, k, plan, n_queries)
         else:  # prefill forwards rotate into a temporary (no buffer held while activations are large)
             self._rotated.pop(module.layer_idx, None)

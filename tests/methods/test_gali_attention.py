@@ -266,6 +266,7 @@ def test_kernel_cached_group_tables_equal_general_plan():
             assert torch.equal(kernel.last_positions, pos)
 
 
+@torch.inference_mode()
 def test_decode_rotation_buffers_equal_full_rotation():
     # decode steps re-rotate only the keys whose position changed; the result must equal rotating every key
     from types import SimpleNamespace

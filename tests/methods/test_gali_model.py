@@ -238,3 +238,14 @@ def test_defaults_and_apply_time_validation(tiny_model_dir):
         Gali(p, CFG).apply(load(tiny_model_dir), model_info(load(tiny_model_dir).config))
     sugg = Gali.suggested_params(64, 256)
     validate_params(GaliParams(**sugg), 64)
+
+
+def test_fractional_rope_mode_runs_for_any_chunk_size(tiny_model_dir):
+    # appro_attn = false: the reference crashes for chunks > 1; here queries and keys use their fractional positions
+    ids = ids_of(45, 8)
+    frac, method = gali_engine(tiny_model_dir, window=16, chunk_coe=8, local_window=4, appro_attn=False)
+    interp, _ = gali_engine(tiny_model_dir, window=16, chunk_coe=8, local_window=4, noise_type="none")
+    a, b = torch.from_numpy(frac.token_nll(ids)), torch.from_numpy(interp.token_nll(ids))
+    assert bool(torch.isfinite(a).all()) and (a - b).abs().max() > 1e-4
+    plan = method.kernel.plan(40, 8, torch.device("cpu"))
+    assert torch.equal(plan.q_pos, positions(40, 16, 4)[-8:]) and bool((plan.q_pos % 1 != 0).any())
