@@ -161,7 +161,7 @@ class GaliKernel:
             buf = prev.buf
         else:
             b, h, _, d = k.shape
-            buf = k.new_empty(b, h, n_keys + max(64, n_keys // 4), d)
+            buf = k.new_empty(b, h, n_keys + max(64, n_keys // 8), d)  # room for later decode steps
             if first:
                 buf[..., :first, :] = prev.buf[..., :first, :]
         rotate_segments(k, plan.k_segments, first, out=buf[..., :n_keys, :])

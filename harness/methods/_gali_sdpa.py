@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from harness.methods.rope import causal_sdpa
+from harness.methods.rope import causal_sdpa, repeat_kv
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ def _cpu_split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
 def _lower_right(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     from torch.nn.attention.bias import causal_lower_right  # noqa: PLC0415
 
-    mask = causal_lower_right(q.shape[-2], k.shape[-2])
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    # the lower-right kernels take equal head counts; SDPA's own GQA fallback for masked attention expands too
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[-2], k.shape[-2]), scale=scale)
 
 
 def _backend(device: torch.device) -> Callable | None:
