@@ -48,11 +48,13 @@ def demo_configs(kind: str, config_dir: Path | None = None) -> list[Path]:
     return paths
 
 
-def pivot(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """comparison_table rows -> {metric: DataFrame(method rows × length columns)}."""
+def pivot(table: pd.DataFrame, method_order: list[str]) -> dict[str, pd.DataFrame]:
+    """comparison_table rows -> {metric: DataFrame(method rows in `method_order` × length columns)}."""
     out = {}
     lengths = [c for c in table.columns if isinstance(c, int)]
+    rank = {m: i for i, m in enumerate(method_order)}
     for metric, part in table.groupby("metric", sort=True):
+        part = part.sort_values("method", key=lambda col: col.map(lambda m: rank.get(m, len(rank))), kind="stable")
         frame = part.set_index("method")[lengths].dropna(axis=1, how="all")
         frame.columns = [str(c) for c in frame.columns]
         out[str(metric)] = frame
@@ -76,5 +78,6 @@ def run_demo(kind: str = "lab", results_dir: str = "results/demo", methods: list
     workbook = Path(results_dir) / "summary" / "summary.xlsx"
     collected = collect(exps, workbook)
     docs = [json.loads(e.scores_path.read_text()) for e in exps]
-    return DemoResult(pivot(comparison_table(docs)), collected.get("figures", []), workbook,
+    order = list(dict.fromkeys(c.method for c in configs))
+    return DemoResult(pivot(comparison_table(docs), order), collected.get("figures", []), workbook,
                       time.perf_counter() - t0)
