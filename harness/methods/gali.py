@@ -135,7 +135,8 @@ class Gali(Method):
     def __init__(self, params: GaliParams, cfg: Any):
         super().__init__(params, cfg)
         self.kernel: GaliKernel | None = None
-        self._seed = int(getattr(cfg, "seed", 42) or 42)
+        seed = getattr(cfg, "seed", None)
+        self._seed = 42 if seed is None else int(seed)
 
     @classmethod
     def validate(cls, params: GaliParams, cfg: Any, window: int | None) -> None:
