@@ -7,6 +7,8 @@ Everything works on query blocks, so memory is bounded by block × K, never K ×
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from harness.methods.rope import repeat_kv
@@ -43,3 +45,120 @@ def merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Ten
 def query_blocks(s: int, block: int) -> list[tuple[int, int]]:
     """[start, end) ranges covering s queries in blocks of `block`."""
     return [(i, min(i + block, s)) for i in range(0, s, block)]
+
+
+# --- fused (flash-style) attention with log-sum-exp: no score matrix is materialised --------------------------
+
+_log = logging.getLogger(__name__)
+EXPLICIT_BUDGET = 256 * 2**20  # bytes of fp32 scores per explicit block (fallback path)
+_BACKEND_OK: dict[tuple[str, str, torch.dtype], bool] = {}
+
+
+def _explicit_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                  causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attention_lse` over query blocks sized so that one block's scores stay under EXPLICIT_BUDGET."""
+    s, K = q.shape[-2], k.shape[-2]
+    block = max(1, EXPLICIT_BUDGET // max(1, 12 * q.shape[0] * q.shape[1] * K))
+    outs, lses = [], []
+    for a, b in query_blocks(s, block):
+        mask = None
+        if causal:
+            mask = torch.arange(K, device=q.device)[None, :] <= torch.arange(a, b, device=q.device)[:, None]
+        out, lse = attention_lse(q[:, :, a:b], k, v, scale, mask)
+        outs.append(out)
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def _flash_attn_lse(q, k, v, scale, causal):
+    from flash_attn import flash_attn_func  # noqa: PLC0415  (optional dependency, CUDA only)
+
+    out, lse, _ = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale,
+                                  causal=causal, return_attn_probs=True)
+    return out.transpose(1, 2), lse
+
+
+def _aten_lse(q, k, v, scale, causal):
+    if q.device.type == "cpu":  # the CPU kernel handles GQA itself
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)[:2]
+        return out, lse.float()
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal,
+                                                                          scale=scale)[:2]
+    return out, lse[..., : q.shape[-2]].float()
+
+
+def _backends(q: torch.Tensor) -> list[str]:
+    names = []
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
+        try:
+            import flash_attn  # noqa: F401, PLC0415
+            names.append("flash_attn")
+        except ImportError:
+            pass
+    return names + ["aten"]
+
+
+def _probe(name: str, q: torch.Tensor) -> bool:
+    """Check a fused backend once per (backend, device, dtype) against the explicit path on a small input."""
+    key = (name, q.device.type, q.dtype)
+    if key not in _BACKEND_OK:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        d = q.shape[-1]
+        t = [torch.randn(1, h, 8, d, generator=gen).to(q.device, q.dtype) for h in (2, 1, 1)]  # GQA 2/1
+        ok = True
+        try:
+            for causal in (False, True):
+                out, lse = (_flash_attn_lse if name == "flash_attn" else _aten_lse)(*t, d ** -0.5, causal)
+                ref_out, ref_lse = _explicit_lse(*t, d ** -0.5, causal)
+                tol = 1e-4 if q.dtype == torch.float32 else 3e-2
+                ok = ok and tuple(lse.shape) == tuple(ref_lse.shape) and \
+                    bool(torch.allclose(out.float(), ref_out, atol=tol, rtol=tol)) and \
+                    bool(torch.allclose(lse, ref_lse, atol=tol, rtol=tol))
+        except Exception as exc:  # noqa: BLE001 - any failure means: do not use this backend
+            _log.info("fused attention backend %s unavailable on %s/%s: %s", name, q.device.type, q.dtype, exc)
+            ok = False
+        _BACKEND_OK[key] = ok
+    return _BACKEND_OK[key]
+
+
+def fused_attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                        causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with log-sum-exp through a fused kernel (O(s·d) memory, no mask tensor).
+
+    q [b, H, s, d], k/v [b, Hkv, K, d] (GQA allowed); `causal` is the square lower-triangular mask and needs
+    s == K. Returns out [b, H, s, d] (q's dtype, or fp32 on the explicit fallback) and lse [b, H, s] fp32.
+    Backends, first that passes a one-off self-check: flash-attn (CUDA, half precision, optional package),
+    PyTorch's own flash/efficient SDPA kernels (`torch.ops.aten`, which return the LSE), explicit fp32 blocks.
+    """
+    s, K = q.shape[-2], k.shape[-2]
+    if causal and s != K:
+        raise ValueError(f"causal fused attention needs a square block, got {s} queries and {K} keys")
+    if s == 0 or K == 0:
+        return (torch.zeros_like(q), torch.full(q.shape[:-1], NEG_INF, device=q.device, dtype=torch.float32))
+    for name in _backends(q):
+        if _probe(name, q):
+            fn = _flash_attn_lse if name == "flash_attn" else _aten_lse
+            return fn(q, k, v, scale, causal)
+    return _explicit_lse(q, k, v, scale, causal)
+
+
+def bottom_right_causal_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention where the s queries are the LAST s of the K keys (query r sees keys ≤ K − s + r).
+
+    Split as keys [0, K − s) seen by every query (one unmasked call) plus a square causal block, merged exactly.
+    """
+    s, K = q.shape[-2], k.shape[-2]
+    if s > K:
+        raise ValueError(f"{s} queries cannot be the last queries of {K} keys")
+    if s == 1:
+        return fused_attention_lse(q, k, v, scale)
+    square = fused_attention_lse(q, k[:, :, K - s:], v[:, :, K - s:], scale, causal=True)
+    if s == K:
+        return square
+    return merge_lse([fused_attention_lse(q, k[:, :, : K - s], v[:, :, : K - s], scale), square])

@@ -1,0 +1,60 @@
+"""Dual Chunk Attention (ChunkLlama) position arithmetic (methods.md §4): pure functions, no model glue.
+
+Chunk size S (default floor(3M/4)), local window W (default floor(M/16)), chunk length C = S − W. Query at absolute
+index i, key at j, a = i mod C, b = j mod C, chunk index = index // C:
+  * same chunk (intra):            query a,                 key b   -> a − b (= i − j)
+  * previous chunk (successive):   query min(C + a, S),     key b
+  * two or more back (inter):      query min(2C − 1, S),    key b   (the successive table at index C − 1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def dca_sizes(original_window: int, chunk_size: int | None = None,
+              local_window: int | None = None) -> tuple[int, int, int]:
+    """(S, W, C): chunk size, local window, chunk length; defaults floor(3M/4) and floor(M/16)."""
+    S = chunk_size if chunk_size is not None else original_window * 3 // 4
+    W = local_window if local_window is not None else original_window // 16
+    return S, W, S - W
+
+
+def key_positions(positions: torch.Tensor, chunk_len: int) -> torch.Tensor:
+    """j mod C."""
+    return torch.remainder(positions, chunk_len)
+
+
+def intra_query_positions(positions: torch.Tensor, chunk_len: int) -> torch.Tensor:
+    """a = i mod C."""
+    return torch.remainder(positions, chunk_len)
+
+
+def successive_query_positions(positions: torch.Tensor, chunk_size: int, chunk_len: int) -> torch.Tensor:
+    """min(C + a, S)."""
+    return (torch.remainder(positions, chunk_len) + chunk_len).clamp(max=chunk_size)
+
+
+def inter_query_position(chunk_size: int, chunk_len: int) -> int:
+    """min(2C − 1, S): every query of a chunk sits here when it looks two or more chunks back."""
+    return min(2 * chunk_len - 1, chunk_size)
+
+
+def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int, chunk_len: int) -> torch.Tensor:
+    """[s, K] float64 distance each (query, key) logit uses (table of methods.md §4); NaN for future keys."""
+    S, C = chunk_size, chunk_len
+    qc, kc = (q_pos // C)[:, None], (k_pos // C)[None, :]
+    kp = key_positions(k_pos, C)[None, :].double()
+    intra = intra_query_positions(q_pos, C)[:, None].double() - kp
+    succ = successive_query_positions(q_pos, S, C)[:, None].double() - kp
+    inter = inter_query_position(S, C) - kp
+    out = torch.where(qc == kc, intra, torch.where(qc - kc == 1, succ, inter))
+    return out.masked_fill(q_pos[:, None] < k_pos[None, :], float("nan"))
+
+
+def mscale(seq_len: int, original_window: int) -> float:
+    """ChunkLlama's YaRN-style factor on q and k (logits × mscale²): 1 if seq_len ≤ M, else 0.1·ln(seq_len/M) + 1."""
+    ratio = seq_len / original_window
+    return 1.0 if ratio <= 1 else 0.1 * math.log(ratio) + 1.0

@@ -1,0 +1,138 @@
+"""SelfExtend position arithmetic (methods.md §3): pure functions, no model glue.
+
+Query i, key j (absolute indices). Neighbour region `0 ≤ i − j < W`: standard distance i − j. Group region
+`i − j ≥ W`: the key sits at floor(j/G) and the query at floor(i/G) + shift, with shift = W − floor(W/G)
+("floor", the reference's decode and eager paths) or W − W/G ("true_div", the reference's flash prefill), and
+0 when the largest query position is below W (then no key is in the group region anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+ShiftMode = Literal["floor", "true_div"]
+
+#: peers.md §4d (GALI paper, Table 10): (M, target) -> (window_size W, group_size G)
+TABLE10: dict[tuple[int, int], tuple[int, int]] = {
+    (2048, 8192): (512, 5),
+    (4096, 8192): (2048, 3),
+    (4096, 16384): (1024, 5),
+    (4096, 32768): (2048, 15),
+    (8192, 16384): (4096, 3),
+    (8192, 32768): (2048, 5),
+}
+
+
+def group_shift(window: int, group: int, mode: ShiftMode = "floor", max_position: int | None = None) -> float:
+    """The constant added to the grouped query position: W − floor(W/G) or W − W/G; 0 if max_position < W."""
+    if max_position is not None and max_position < window:
+        return 0
+    if mode == "floor":
+        return window - window // group
+    if mode == "true_div":
+        return window - window / group
+    raise ValueError(f"unknown shift mode {mode!r}")
+
+
+def group_query_positions(positions: torch.Tensor, group: int, shift: float) -> torch.Tensor:
+    """floor(i/G) + shift, as float64 (the shift may be fractional)."""
+    return torch.div(positions, group, rounding_mode="floor").double() + shift
+
+
+def group_key_positions(positions: torch.Tensor, group: int) -> torch.Tensor:
+    """floor(j/G)."""
+    return torch.div(positions, group, rounding_mode="floor")
+
+
+def neighbor_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """[s, K] True where key j is a neighbour of query i: 0 ≤ i − j < W."""
+    rel = q_pos[:, None] - k_pos[None, :]
+    return (rel >= 0) & (rel < window)
+
+
+def group_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """[s, K] True where key j is in query i's group region: i − j ≥ W."""
+    return (q_pos[:, None] - k_pos[None, :]) >= window
+
+
+def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, group: int,
+                       mode: ShiftMode = "floor") -> torch.Tensor:
+    """[s, K] float64 distance that each (query, key) logit uses; NaN for future keys.
+
+    Neighbour: i − j. Group: floor(i/G) − floor(j/G) + shift (shift per `group_shift`, from the largest query).
+    """
+    max_pos = int(q_pos.max()) if q_pos.numel() else 0
+    shift = group_shift(window, group, mode, max_pos)
+    near = (q_pos[:, None] - k_pos[None, :]).double()
+    far = (group_query_positions(q_pos, group, shift).double()[:, None]
+           - group_key_positions(k_pos, group).double()[None, :])
+    out = torch.where(neighbor_mask(q_pos, k_pos, window), near, far)
+    return out.masked_fill(near < 0, float("nan"))
+
+
+def log_scale(q_pos: torch.Tensor, scale_base: float) -> torch.Tensor | None:
+    """SelfExtend's optional query scaling max(1, log(i+1)/log(scale_base)); None when off (scale_base ≤ 0)."""
+    if scale_base <= 0:
+        return None
+    return (torch.log(q_pos.double() + 1) / math.log(scale_base)).clamp(min=1.0)
+
+
+def max_supported_length(original_window: int, window: int, group: int) -> int:
+    """(M − W)·G + W: the longest input whose group positions stay within the pre-trained window."""
+    return (original_window - window) * group + window
+
+
+def min_group(original_window: int, window: int, target: int) -> int | None:
+    """The smallest G with (M − W)·G + W ≥ target (None if W ≥ M and target > M)."""
+    if window >= original_window:
+        return 1 if target <= original_window else None
+    return max(1, math.ceil((target - window) / (original_window - window)))
+
+
+def max_window(original_window: int, group: int, target: int) -> int | None:
+    """The largest W with (M − W)·G + W ≥ target (None if even W = 1 fails)."""
+    if group <= 1:
+        return original_window if target <= original_window else None
+    w = (original_window * group - target) // (group - 1)
+    w = min(w, original_window)
+    return w if w >= 1 else None
+
+
+def suggested_pair(original_window: int, target: int) -> tuple[int, int]:
+    """(W, G): the paper's Table 10 setting for (M, target) if listed, else W = M/4 (≥ 1) and the smallest valid G.
+
+    The Table 10 rows are also used for shorter targets of a listed M when they remain valid.
+    """
+    target = max(target, 1)
+    if (original_window, target) in TABLE10:
+        return TABLE10[(original_window, target)]
+    for (m, t), pair in sorted(TABLE10.items(), key=lambda kv: kv[0][1]):
+        if m == original_window and t >= target:
+            return pair
+    w = max(1, original_window // 4)
+    g = min_group(original_window, w, target)
+    return w, g if g is not None else 1
+
+
+def valid_pairs(original_window: int, target: int, prefer_window: int | None = None,
+                prefer_group: int | None = None) -> list[tuple[int, int]]:
+    """A few valid (W, G) pairs for the error message: around the user's choice first, then W = M/2, M/4, M/8."""
+    pairs: list[tuple[int, int]] = []
+    if prefer_window is not None:
+        g = min_group(original_window, prefer_window, target)
+        if g is not None:
+            pairs.append((prefer_window, g))
+    if prefer_group is not None:
+        w = max_window(original_window, prefer_group, target)
+        if w is not None:
+            pairs.append((w, prefer_group))
+    pairs.append(suggested_pair(original_window, target))
+    for div in (2, 4, 8):
+        w = max(1, original_window // div)
+        g = min_group(original_window, w, target)
+        if g is not None:
+            pairs.append((w, g))
+    return list(dict.fromkeys(pairs))[:4]
