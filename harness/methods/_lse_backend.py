@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from harness.methods.lse import attention_lse
+from harness.methods.lse import attention_lse, fused_attention_lse
 from harness.methods.rope import repeat_kv
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,10 @@ def lse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
     if s == 0 or K == 0:
         return (torch.zeros(b, H, s, v.shape[-1], device=q.device, dtype=torch.float32),
                 torch.full((b, H, s), NEG_INF, device=q.device, dtype=torch.float32))
+    if mask is None and v.shape[-1] == q.shape[-1] and (not causal or s == K):
+        # unmasked: the shared fused path of harness.methods.lse (no bias tensor, O(s·d) memory on every device)
+        out, lse = fused_attention_lse(q, k, v, scale, causal)
+        return out.float(), lse
     name, fn = _fast_backend(q.device)
     check = None if rows_nonempty else mask
     if fn is not None and _self_check(name, fn, q.device, q.dtype):
