@@ -46,6 +46,23 @@ def build_prompt(key: int, depth: float, n_garbage: int) -> str:
     return build_prompt_at(key, int(depth * n_garbage), n_garbage)
 
 
+class PassKeyRun(Task):
+    """Prompting, generation and the substring check shared by the pass-key tasks (`needle`, `passkey`)."""
+
+    def encode(self, example: Example) -> list[int]:
+        return encode_prompt(self.tokenizer, example.inputs, self.cfg.prompt_format, self.cfg.model, "passkey",
+                             self.cfg.system_prompt)
+
+    def input_length(self, example: Example) -> int | None:
+        return len(self.encode(example)) if self.tokenizer is not None else None
+
+    def run(self, example: Example, engine: Any) -> dict[str, Any]:
+        key = example.references[0]
+        budget = len(self.tokenizer(key, add_special_tokens=False)["input_ids"]) + self.options.extra_new_tokens
+        gen = engine.generate(self.encode(example), budget, stop_token_ids(self.tokenizer, engine.model))
+        return {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
+
+
 @dataclass
 class NeedleOptions:
     """[task_options] for needle."""
@@ -60,7 +77,7 @@ class NeedleOptions:
 
 
 @TASKS.register
-class Needle(Task):
+class Needle(PassKeyRun):
     """Pass-key retrieval at several lengths and depths."""
 
     name = "needle"
@@ -120,19 +137,6 @@ class Needle(Task):
                     out.append(Example(eid, subset, prompt, [str(key)],
                                        {"length": length, "depth": depth * 100, "trial": trial}))
         return out
-
-    def encode(self, example: Example) -> list[int]:
-        return encode_prompt(self.tokenizer, example.inputs, self.cfg.prompt_format, self.cfg.model, "passkey",
-                             self.cfg.system_prompt)
-
-    def input_length(self, example: Example) -> int | None:
-        return len(self.encode(example)) if self.tokenizer is not None else None
-
-    def run(self, example: Example, engine: Any) -> dict[str, Any]:
-        key = example.references[0]
-        budget = len(self.tokenizer(key, add_special_tokens=False)["input_ids"]) + self.options.extra_new_tokens
-        gen = engine.generate(self.encode(example), budget, stop_token_ids(self.tokenizer, engine.model))
-        return {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
 
     def expected_count(self, subset: str) -> int | None:
         return len(self.lengths()) * len(self.depth_fractions()) * (self.cfg.times or 0)

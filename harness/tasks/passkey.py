@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import ConfigError
-from harness.prompting import encode_prompt, stop_token_ids
-from harness.tasks.base import TASKS, Example, Task
-from harness.tasks.needle import build_prompt_at
+from harness.tasks.base import TASKS, Example
+from harness.tasks.needle import PassKeyRun, build_prompt_at
 
 
 @dataclass
@@ -28,7 +27,7 @@ class PasskeyOptions:
 
 
 @TASKS.register
-class Passkey(Task):
+class Passkey(PassKeyRun):
     """Pass-key retrieval with the key at a random position of `n_garbage` filler characters."""
 
     name = "passkey"
@@ -71,19 +70,6 @@ class Passkey(Task):
                                {"n_garbage": n_garbage, "position": position, "trial": trial,
                                 "depth": round(100 * position / n_garbage, 2)}))
         return out
-
-    def encode(self, example: Example) -> list[int]:
-        return encode_prompt(self.tokenizer, example.inputs, self.cfg.prompt_format, self.cfg.model, "passkey",
-                             self.cfg.system_prompt)
-
-    def input_length(self, example: Example) -> int | None:
-        return len(self.encode(example)) if self.tokenizer is not None else None
-
-    def run(self, example: Example, engine: Any) -> dict[str, Any]:
-        key = example.references[0]
-        budget = len(self.tokenizer(key, add_special_tokens=False)["input_ids"]) + self.options.extra_new_tokens
-        gen = engine.generate(self.encode(example), budget, stop_token_ids(self.tokenizer, engine.model))
-        return {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
 
     def expected_count(self, subset: str) -> int | None:
         return self.trials()
