@@ -159,7 +159,7 @@ class Plan:
     k_segments: list[tuple[torch.Tensor, torch.Tensor]]  # consecutive key tables, K rows in all (SDPA rows' keys)
     n_explicit: int  # leading query rows computed by the explicit path
     q_pos: torch.Tensor  # float64 [s]
-    k_pos: torch.Tensor  # float64 [K]
+    k_pos: torch.Tensor | None  # float64 [K] (None where no path needs them: built lazily by the caller)
     reference: bool = False
     floor_cos: torch.Tensor | None = None  # R(floor p) (bf16-reference explicit rows)
     floor_sin: torch.Tensor | None = None

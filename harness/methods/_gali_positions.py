@@ -79,6 +79,16 @@ def position_parts(total: int, window: int, local_window: int,
     return floor, num, lay.group
 
 
+def positions_at(idx: torch.Tensor, total: int, window: int, local_window: int) -> torch.Tensor:
+    """GALI positions (float64) of the tokens with indices `idx` among T = total, without building all T."""
+    lay = layout(total, window, local_window)
+    if lay.n_interp == 0:
+        return idx.to(torch.float64)
+    interp = (idx // lay.group).to(torch.float64) + (idx % lay.group).to(torch.float64) / lay.group
+    tail = (idx - lay.n_interp + lay.slots).to(torch.float64)
+    return torch.where(idx < lay.n_interp, interp, tail)
+
+
 def positions(total: int, window: int, local_window: int, dtype: torch.dtype = torch.float64,
               device: torch.device | str | None = None) -> torch.Tensor:
     """GALI positions of all T tokens as floats (non-decreasing, first 0, last M-1 when T > M)."""

@@ -30,7 +30,7 @@ from harness.methods._gali_kernels import (
     rotate_segments,
     run_plan,
 )
-from harness.methods._gali_positions import layout, positions
+from harness.methods._gali_positions import layout, positions, positions_at
 
 
 @dataclass
@@ -63,7 +63,17 @@ class GaliKernel:
         self._tables: dict[str, IntegerTables] = {}
         self._groups: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._rotated: dict[int, _Rotated] = {}
-        self.last_positions: torch.Tensor | None = None  # positions of the latest forward (inspection, tests)
+        self._last: tuple[int, torch.device, Plan] | None = None
+
+    @property
+    def last_positions(self) -> torch.Tensor | None:
+        """Positions of all keys of the latest forward (inspection, tests)."""
+        if self._last is None:
+            return None
+        n_keys, device, plan = self._last
+        if plan.k_pos is None:
+            return positions(n_keys, self.window, self.local_window, device=device)
+        return plan.k_pos
 
     # ---- life cycle ----
     def reset(self) -> None:
@@ -110,7 +120,7 @@ class GaliKernel:
             if len(self._plans) >= 4:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
-        self.last_positions = plan.k_pos
+        self._last = (n_keys, device, plan)
         return plan
 
     def _make_plan(self, n_keys: int, n_queries: int, device: torch.device) -> Plan:
@@ -138,10 +148,11 @@ class GaliKernel:
             cached = self._groups[key] = group_tables(lay.group, capacity, table)
         segments = [(cached[0][:lay.n_interp], cached[1][:lay.n_interp]),
                     (table.cos[lay.slots:self.window], table.sin[lay.slots:self.window])]
-        pos = positions(n_keys, self.window, self.local_window, device=device)
-        q_pos = pos[n_keys - n_queries:]
+        q_pos = positions_at(torch.arange(n_keys - n_queries, n_keys, device=device), n_keys, self.window,
+                             self.local_window)
         q_cos, q_sin = table(torch.ceil(q_pos).to(torch.long))
-        active = self.noise.active
+        active = self.noise.active  # only the explicit (noise) path needs every key's position
+        pos = positions(n_keys, self.window, self.local_window, device=device) if active else None
         return Plan(q_cos, q_sin, segments, n_queries if active else 0, q_pos, pos,
                     r_nonzero=(pos != torch.floor(pos)) if active else None, frame=("group", lay.group),
                     stable=lay.n_interp)

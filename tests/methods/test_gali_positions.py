@@ -157,3 +157,11 @@ def test_bf16_reference_weights_small_positions_interpolate():
     p = positions(30, 16, 2)  # positions 0 .. 13.5 in halves, then 14, 15
     r = bf16_reference_weights(p[-3:], p)
     assert torch.equal(r.double(), key_weights(p).expand(3, -1))  # 0.5 and 0 are exact in bf16
+
+
+@pytest.mark.parametrize("total,window,w", [(10, 16, 4), (37, 16, 4), (999, 64, 8), (7096, 4096, 128)])
+def test_positions_at_any_indices(total, window, w):
+    from harness.methods._gali_positions import positions_at
+
+    idx = torch.tensor(sorted({0, 1, total // 3, total // 2, total - 2, total - 1}))
+    assert torch.equal(positions_at(idx, total, window, w), positions(total, window, w)[idx])
