@@ -71,7 +71,8 @@ def run_demo(kind: str = "lab", results_dir: str = "results/demo", methods: list
     exps = []
     for cfg in configs:
         log.info("demo: %s (%s on %s)", cfg.exp_name, cfg.method, cfg.task)
-        run_experiment(cfg)
+        if run_experiment(cfg).interrupted:
+            raise HarnessError("demo interrupted by a signal; rerun it to resume where it stopped")
         exp = ExperimentDir(results_dir, cfg.exp_name)
         evaluate_experiment(exp)
         exps.append(exp)
