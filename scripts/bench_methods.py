@@ -11,9 +11,11 @@ CPU, tiny random Llama (2 layers, hidden 256, window 4096) — the committed tab
 shared machine):
     .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 4096,8192,16384,32768 --threads 1 \\
         --rounds 2 --tag cpu-tiny
-SmolLM2-135M (pretrained, window 8192; needs the model in the local HF cache):
-    .venv/bin/python scripts/bench_methods.py --model HuggingFaceTB/SmolLM2-135M --lengths 4096,8192,16384 \\
-        --decode-tokens 8 --tag cpu-smollm2
+SmolLM2-135M-Instruct (pretrained, window 8192; `gali:smollm2` is the demo GGUF, fetched by `gali-demo fetch` and
+converted once to fp32 safetensors in a temp dir; any hub id or local dir works too):
+    .venv/bin/python scripts/bench_methods.py --model gali:smollm2 --window 2048 --lengths 2048,4096,8192 \\
+        --threads 1 --methods original,gali,selfextend,chunkllama,yarn,dynamic_ntk --decode-tokens 8 --rounds 1 \\
+        --tag cpu-smollm2
 GPU, Llama-3-8B-shaped random model (32 layers, GQA 32/8, head_dim 128, window 8192, θ = 5e5) in bf16:
     python scripts/bench_methods.py --shape llama3-8b --device cuda --dtype bfloat16 \\
         --lengths 8192,16384,32768 --decode-tokens 32 --tag gpu-llama3-8b
@@ -31,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,8 @@ def _build_model(spec: dict[str, Any]):
     dtype = getattr(torch, spec["dtype"])
     if spec.get("model"):
         model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+        if spec.get("window"):  # like `ori_max_position_embeddings`: methods treat this as the window M
+            model.config.max_position_embeddings = spec["window"]
     else:
         shape = dict(SHAPES[spec["shape"]])
         if spec.get("window"):
@@ -157,6 +162,20 @@ def method_params(name: str, window: int, max_len: int, overrides: list[str]) ->
         if method == name:
             params[field] = parse_override_value(value)
     return params
+
+
+def export_alias(alias: str, out: Path) -> str:
+    """Save a harness model alias (bundled lab model, fetched SmolLM2 GGUF) as plain fp32 weights under `out`, so
+    that every measurement process loads it in about a second instead of dequantising the GGUF again."""
+    from harness.config import from_dict
+    from harness.models import load_model
+    from harness.resolve import resolve
+
+    cfg = resolve(from_dict({"task": "needle", "model": alias, "method": "original", "exp_name": "bench",
+                             "times": 1, "min_k": 1, "max_k": 1, "gap": 1, "device": "cpu"}), peek=False)
+    model, _, _ = load_model(cfg)
+    model.save_pretrained(out)
+    return str(out)
 
 
 def run_one(spec: dict[str, Any], timeout: int) -> dict[str, Any]:
@@ -291,13 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [int(x) for x in args.lengths.split(",")]
     names = args.methods.split(",") if args.methods else METHODS.names()
     names = ["original"] + [METHODS.canonical(n) for n in names if METHODS.canonical(n) != "original"]
+    tmp, alias = None, None
+    if args.model and args.model.startswith("gali:"):
+        alias, tmp = args.model, tempfile.TemporaryDirectory(prefix="bench-model-")
+        args.model = export_alias(args.model, Path(tmp.name))
     if args.model:
         from transformers import AutoConfig
 
         window = args.window or int(AutoConfig.from_pretrained(args.model).max_position_embeddings)
     else:
         window = args.window or SHAPES[args.shape]["max_position_embeddings"]
-    model_desc = args.model or f"random {args.shape} llama {json.dumps(SHAPES[args.shape])}"
+    model_desc = alias or args.model or f"random {args.shape} llama {json.dumps(SHAPES[args.shape])}"
     meta = {"model": model_desc, "window M": window, "dtype": args.dtype, "device": args.device,
             "decode tokens": args.decode_tokens, "repeats": args.repeats, "rounds": args.rounds, **machine()}
     if args.threads:
@@ -319,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = [{"method": m, "length": L, "params": params[m], **best_of(runs[(m, L)])}
                     for m in names for L in lengths if (m, L) in runs]
             write_outputs(rows, meta, Path(args.out), args.tag)
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 

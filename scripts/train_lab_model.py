@@ -1,8 +1,10 @@
 """Train (or evaluate) the embedded "lab model": a tiny Llama RoPE LM with a 256-token window, CPU-only, offline.
 
 Data: the running Python's standard-library sources plus ``pydoc_data.topics`` (the last ~10% of files / topics, by
-sorted name, are held out for evaluation), mixed with synthetic pass-key documents in the harness's exact needle
-prompt format. A byte-level BPE tokenizer (single-digit tokens, BOS/EOS) is trained by the same script.
+sorted name, are held out for evaluation). A byte-level BPE tokenizer (single-digit tokens, BOS/EOS) is trained by
+the same script. The default recipe (the committed model) trains on text only; ``--pk-batch``, ``--copy-batch`` and
+``--phase1-*`` mix in synthetic pass-key documents in the harness's exact needle prompt format and dense copy
+documents (a curriculum that did not produce pass-key retrieval within the CPU budget: see the model card).
 
     python scripts/train_lab_model.py --out harness/assets/lab_model --seed 0      # train + eval + model card
     python scripts/train_lab_model.py --eval harness/assets/lab_model              # print the eval numbers
@@ -172,11 +174,11 @@ def copy_batch(rng: random.Random, bsz: int, vocab: int, digit_ids: list[int], b
 def curriculum(step: int, args) -> tuple[int, int, int, int, int, int]:
     """(pass-key docs, their min_len, max_len, max_digits, text windows, copy docs) for a step.
 
-    Phase 1 (``--phase1-steps``): many dense copy docs + short pass-key docs with <= 3-digit keys (the copy/induction
-    mechanism forms here); phase 2: text windows + pass-key docs up to the full window with 1-6 digit keys + a few
-    copy docs."""
+    Phase 1 (``--phase1-steps``): text windows + dense copy docs, no pass-key docs (their answers are pure noise until
+    induction heads exist); phase 2: text windows + pass-key docs (80 tokens to the full window, 1-6 digit keys) + a
+    few copy docs."""
     if step < args.phase1_steps:
-        return args.pk_batch, 80, 128, 3, 0, args.phase1_copy_batch
+        return 0, 0, 0, 0, args.text_batch, args.phase1_copy_batch
     frac = (step - args.phase1_steps) / max(1, args.steps - args.phase1_steps)
     return args.pk_batch, 80, 192 if frac < 0.2 else WINDOW, 6, args.text_batch, args.copy_batch
 
@@ -219,15 +221,17 @@ def train(args) -> None:
     for step in range(args.steps):
         model.train()
         n_pk, lo, hi, nd, n_text, n_copy = curriculum(step, args)
-        ids, labels, amask = passkey_batch(tokenizer, rng, n_pk, lo, hi, nd)
-        weights = 1.0 + (args.answer_weight - 1.0) * amask.float()
-        loss_pk = lm_loss(model, ids, labels, weights)
-        loss_tx = torch.zeros(())
+        loss_pk = loss_tx = torch.zeros(())
+        if n_pk:
+            ids, labels, amask = passkey_batch(tokenizer, rng, n_pk, lo, hi, nd)
+            loss_pk = lm_loss(model, ids, labels, 1.0 + (args.answer_weight - 1.0) * amask.float())
         if n_text:
             x = text_batch(stream, rng, n_text, tokenizer.bos_token_id)
             loss_tx = lm_loss(model, x, x)
-        c = copy_batch(rng, n_copy, len(tokenizer), digit_ids, tokenizer.bos_token_id)
-        loss_copy = lm_loss(model, c, c)
+        loss_copy = torch.zeros(())
+        if n_copy:
+            c = copy_batch(rng, n_copy, len(tokenizer), digit_ids, tokenizer.bos_token_id)
+            loss_copy = lm_loss(model, c, c)
         (loss_pk + loss_tx + loss_copy).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -282,7 +286,7 @@ def answer_accuracy(model, tokenizer, rng: random.Random, length: int, n: int = 
 
 # ----------------------------------------------------------------------------------------------------------- eval
 @torch.no_grad()
-def heldout_nll(model, tokenizer, length: int = 1024, n_seq: int = 16) -> dict[str, float]:
+def heldout_nll(model, tokenizer, length: int = 2048, n_seq: int = 16) -> dict[str, float]:
     """Mean NLL per position bucket on n_seq held-out sequences of [BOS] + (length-1) tokens, evenly spread."""
     _, held, _ = corpus_texts()
     stream = encode_stream(tokenizer, held)
@@ -293,7 +297,8 @@ def heldout_nll(model, tokenizer, length: int = 1024, n_seq: int = 16) -> dict[s
         logits = model(input_ids=ids).logits[0, :-1].float()
         nll += F.cross_entropy(logits, ids[0, 1:], reduction="none")
     nll /= n_seq  # nll[j] = loss of predicting the token at position j+1
-    buckets = {"[0,256)": (0, 255), "[256,512)": (255, 511), "[512,1024)": (511, 1023), "[256,1024)": (255, 1023)}
+    buckets = {"[0,256)": (0, 255), "[128,256)": (127, 255), "[256,512)": (255, 511), "[512,1024)": (511, 1023),
+               "[1024,2048)": (1023, 2047)}
     return {k: round(nll[a:b].mean().item(), 4) for k, (a, b) in buckets.items() if b <= length - 1}
 
 
@@ -321,12 +326,37 @@ def evaluate(model_dir: Path, args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     t0 = time.time()
-    res = {"nll": heldout_nll(model, tokenizer, 1024, args.eval_seqs)}
+    res = {"nll": heldout_nll(model, tokenizer, 2048, args.eval_seqs)}
     for length in (256, 512, 1024):
         res[f"passkey_{length}"] = passkey_accuracy(model, tokenizer, length, args.eval_trials)
     res["eval_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(res, indent=1))
     return res
+
+
+PASSKEY_NOTE = """The model does not retrieve pass keys: copying a key needs induction heads, which did not form
+within the 10-minute CPU budget. Measured attempts (all 4 layers x hidden 128, seed 0): (1) a pass-key-first
+curriculum (1000 steps of pass-key documents, then 700 of text; 1975 s on a contended CPU) reached 0/32 retrieval at
+256 tokens and held-out NLL 4.91; (2) text + dense copy documents (`[BOS] s s`) + pass-key documents (lr 2e-3): after
+400 steps the copy-document loss was still 5.5 nats (no copying) and teacher-forced key accuracy 0/16, at 0.9 s per
+step. The lab demo therefore shows perplexity; pass-key retrieval is shown on SmolLM2 (`make demo-real`). The options
+`--pk-batch`, `--copy-batch` and `--phase1-*` keep the synthetic-document curriculum available for longer runs.
+"""
+
+
+def mix_description(args) -> str:
+    """The training mix, in words, for the model card."""
+    text = f"Each step: {args.text_batch} text windows of {WINDOW} tokens (`[BOS]` + {WINDOW - 1} stream tokens)"
+    if not (args.pk_batch or args.copy_batch or args.phase1_copy_batch):
+        return (text + ", nothing else (no synthetic documents; the tokenizer's training texts also included "
+                f"{args.tokenizer_passkey_docs} harness pass-key prompts so that their filler gets whole-word tokens).")
+    return (f"{text}. Synthetic pass-key documents use the harness needle format (task line, garbage filler, needle "
+            f"line, filler, `What is the pass key? The pass key is` + ` {{key}}` + EOS; random depth, total length <= "
+            f"{WINDOW}); the tokenizer also saw {args.tokenizer_passkey_docs} such prompts. Dense copy docs "
+            f"`[BOS] s s` (s: 8-48 random tokens, half of them digits) bootstrap induction heads. Phase 1 (steps 0-"
+            f"{args.phase1_steps - 1}): text + {args.phase1_copy_batch} copy docs per step. Phase 2 (to step "
+            f"{args.steps - 1}): text + {args.pk_batch} pass-key docs of 80-{WINDOW} tokens with 1-6 digit keys + "
+            f"{args.copy_batch} copy docs. Answer tokens weighted x{args.answer_weight}.")
 
 
 def write_card(out: Path, meta: dict, res: dict, args) -> None:
@@ -358,27 +388,21 @@ Generated by `scripts/train_lab_model.py` (all numbers below measured by its `--
 - Data: Python {meta['python']} standard-library `.py` sources (no `test`/`idle_test`/`lib2to3` dirs) and
   `pydoc_data.topics`; sorted by name, the last {int(HELD_OUT_FRACTION * 100)}% of files and topics are held out
   ({len(held_names)} items, `{held_names[0]}` ... `{held_names[-1]}`). {meta['train_tokens_in_stream']:,} training
-  tokens. Synthetic pass-key documents use the harness needle format (task line, garbage filler, needle line,
-  filler, `What is the pass key? The pass key is` + ` {{key}}` + EOS; random depth, total length <= {WINDOW});
-  the tokenizer also saw {args.tokenizer_passkey_docs} such prompts. Dense copy docs `[BOS] s s` (s: 8-48 random
-  tokens, half of them digits) bootstrap induction heads. Phase 1 (steps 0-{args.phase1_steps - 1}) per step:
-  {args.phase1_copy_batch} copy docs + {args.pk_batch} pass-key docs of 80-128 tokens with 1-3 digit keys. Phase 2
-  (to step {args.steps - 1}): {args.text_batch} text windows of {WINDOW} tokens (`[BOS]` + 255 stream tokens) +
-  {args.pk_batch} pass-key docs of 80-{WINDOW} tokens with 1-6 digit keys + {args.copy_batch} copy docs. Answer tokens
-  weighted x{args.answer_weight} in the loss.
+  tokens. {mix_description(args)}
 - Training: seed {meta['seed']}, {args.steps} steps, AdamW lr {args.lr} (10-step warmup, cosine to 10%), betas
   (0.9, 0.95), weight decay 0.1, grad clip 1, 2 CPU threads, fp32. Measured training time: **{meta['train_seconds']} s
-  wall** on a shared 2-core machine (other jobs running; mean 1-min load average {meta.get('load_avg', '?')}), CPU time
+  wall** on a 2-core machine (mean 1-min load average during training {meta.get('load_avg', '?')}), CPU time
   {meta['train_cpu_seconds_incl_progress_evals']} s (incl. progress evals); torch {meta['torch']}.
 - Command: `{' '.join(['python scripts/train_lab_model.py --out harness/assets/lab_model'] + argv)}`
 
 ## Held-out NLL (nats/token) by position, plain model
-{args.eval_seqs} held-out sequences of 1024 tokens (`[BOS]` + 1023), causal, so the [0,256) bucket equals the
-in-window loss of 256-token sequences.
+{args.eval_seqs} held-out sequences of 2048 tokens (`[BOS]` + 2047), causal, so the [0,256) bucket equals the
+in-window loss of 256-token sequences; [128,256) is the fair in-window reference for later buckets (early positions
+have little context and cost more). Past the window the loss rises with distance: the effect the methods repair.
 
-| [0,256) in window | [256,512) | [512,1024) | [256,1024) |
-| --- | --- | --- | --- |
-| {nll['[0,256)']} | {nll['[256,512)']} | {nll['[512,1024)']} | {nll['[256,1024)']} |
+| [0,256) in window | [128,256) | [256,512) | [512,1024) | [1024,2048) |
+| --- | --- | --- | --- | --- |
+| {nll['[0,256)']} | {nll['[128,256)']} | {nll['[256,512)']} | {nll['[512,1024)']} | {nll['[1024,2048)']} |
 
 ## Pass-key retrieval (greedy, key substring of output), plain model
 Keys `randint(50000, 500000)` as in the harness, {res['passkey_256']['trials']} trials per length over depths
@@ -388,6 +412,7 @@ Keys `randint(50000, 500000)` as in the harness, {res['passkey_256']['trials']} 
 | --- | --- | --- | --- |
 {pk_rows}
 
+{PASSKEY_NOTE}
 Reproduce: `python scripts/train_lab_model.py --eval harness/assets/lab_model` ({res['eval_seconds']} s).
 """
     (out / "README.md").write_text(card)
@@ -400,17 +425,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write-card", action="store_true",
                    help="with --eval: rewrite MODEL_DIR/README.md from training_meta.json and the new eval")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--phase1-steps", type=int, default=300)
-    p.add_argument("--phase1-copy-batch", type=int, default=32)
-    p.add_argument("--copy-batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--steps", type=int, default=950)
+    p.add_argument("--phase1-steps", type=int, default=0)
+    p.add_argument("--phase1-copy-batch", type=int, default=0)
+    p.add_argument("--copy-batch", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--vocab", type=int, default=2048)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--text-batch", type=int, default=8)
-    p.add_argument("--pk-batch", type=int, default=8)
+    p.add_argument("--text-batch", type=int, default=16)
+    p.add_argument("--pk-batch", type=int, default=0)
     p.add_argument("--answer-weight", type=float, default=4.0)
     p.add_argument("--tokenizer-passkey-docs", type=int, default=500)
     p.add_argument("--log-every", type=int, default=200)

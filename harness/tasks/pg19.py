@@ -43,6 +43,7 @@ class PG19Options:
     text_column: str = "text"
     ppl_lengths: list[int] | None = None  # evaluation lengths in tokens (default: ppl_step, 2*ppl_step, ...)
     ppl_step: int = 1024
+    min_chars: int = 0  # skip documents shorter than this many characters (so every document reaches every length)
 
 
 def load_npz_nll(path: Path) -> np.ndarray:
@@ -96,6 +97,10 @@ class PG19(Task):
                 docs = python_heldout_documents()
             else:
                 docs = data.load_pg19(self.cfg.data_dir, o.repo_id, o.pattern, o.revision, o.text_column, download)
+            docs = [d for d in docs if len(d.text) >= o.min_chars]
+            if not docs:
+                raise ConfigError("task_options.min_chars", f"no document has {o.min_chars} characters or more",
+                                  "lower min_chars (0 keeps every document)", self.cfg.source)
             self._docs = docs[:1] if self.cfg.test else docs  # smoke mode: the first document only
         return self._docs
 
