@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -100,3 +102,23 @@ def _shard_from_env(env: Mapping[str, str]) -> tuple[int, int]:
                            "are not a regular range, so they cannot number shards. Fix: submit with "
                            f"--array=0-{count - 1} (optionally %K), or pass --shard I/N / GALI_SHARDS=I/N")
     return offset // step, count
+
+
+def add_experiment_args(p: argparse.ArgumentParser) -> None:
+    """--exp NAME... | --all, and --results-dir: how gali-eval / gali-collect pick experiments."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--exp", nargs="+", help="experiment name(s) or glob(s) under the results dir")
+    g.add_argument("--all", action="store_true", help="every experiment under the results dir")
+    p.add_argument("--results-dir", default="results")
+
+
+def selected_experiments(args: argparse.Namespace) -> list[Any]:
+    """The experiments named by `add_experiment_args` options; a clear error when there are none."""
+    from harness.results import find_experiments  # noqa: PLC0415
+
+    exps = find_experiments(args.results_dir, None if args.all else args.exp)
+    if not exps:
+        what = "" if args.all else f" matching {' '.join(args.exp)}"
+        raise HarnessError(f"{args.results_dir}: found no experiment{what}. Fix: run gali-run first, "
+                           "or pass --results-dir")
+    return exps

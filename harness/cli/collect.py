@@ -6,16 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli._common import guarded, log, setup_logging
+from harness.cli._common import add_experiment_args, guarded, log, selected_experiments, setup_logging
 from harness.errors import HarnessError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gali-collect", description=__doc__)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--exp", nargs="+", help="experiment name(s) or glob(s) under the results dir")
-    g.add_argument("--all", action="store_true", help="every experiment under the results dir")
-    p.add_argument("--results-dir", default="results")
+    add_experiment_args(p)
     p.add_argument("--out", default=None, help="workbook path (default: <results-dir>/summary/summary.xlsx)")
     p.add_argument("--no-plots", action="store_true", help="tables only (no PNG figures)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -24,13 +21,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from harness.collect import collect  # noqa: PLC0415
-        from harness.results import find_experiments  # noqa: PLC0415
 
-        exps = find_experiments(args.results_dir, None if args.all else args.exp)
-        if not exps:
-            what = "" if args.all else f" matching {' '.join(args.exp)}"
-            raise HarnessError(f"{args.results_dir}: found no experiment{what}. Fix: run gali-run first, "
-                               "or pass --results-dir")
+        exps = selected_experiments(args)
         out = Path(args.out) if args.out else Path(args.results_dir) / "summary" / "summary.xlsx"
         if out.suffix.lower() != ".xlsx":
             raise HarnessError(f"--out {out}: the workbook must be an .xlsx file. Fix: e.g. --out summary/all.xlsx")

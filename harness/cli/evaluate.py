@@ -5,29 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import guarded, log, setup_logging
-from harness.errors import HarnessError
+from harness.cli._common import add_experiment_args, guarded, log, selected_experiments, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gali-eval", description=__doc__)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--exp", nargs="+", help="experiment name(s) or glob(s) under the results dir")
-    g.add_argument("--all", action="store_true", help="every experiment under the results dir")
-    p.add_argument("--results-dir", default="results")
+    add_experiment_args(p)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
 
     def body() -> int:
         from harness.evaluate import evaluate_experiment  # noqa: PLC0415
-        from harness.results import find_experiments  # noqa: PLC0415
 
-        exps = find_experiments(args.results_dir, None if args.all else args.exp)
-        if not exps:
-            what = "" if args.all else f" matching {' '.join(args.exp)}"
-            raise HarnessError(f"{args.results_dir}: found no experiment{what}. Fix: run gali-run first, "
-                               "or pass --results-dir")
+        exps = selected_experiments(args)
         for exp in exps:
             doc = evaluate_experiment(exp)
             parts = []
