@@ -173,8 +173,15 @@ def export_alias(alias: str, out: Path) -> str:
 
     cfg = resolve(from_dict({"task": "needle", "model": alias, "method": "original", "exp_name": "bench",
                              "times": 1, "min_k": 1, "max_k": 1, "gap": 1, "device": "cpu"}), peek=False)
+    from transformers import AutoModelForCausalLM
+
     model, _, _ = load_model(cfg)
-    model.save_pretrained(out)
+    config = model.config
+    if hasattr(config, "quantization_config"):  # dequantised GGUF weights: save them as a plain model
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(out)
     return str(out)
 
 
