@@ -47,6 +47,16 @@ def test_text_files_and_python_heldout_sources(tmp_path):
     assert any(e.id.startswith("pydoc-") for e in docs)
 
 
+def test_min_chars_keeps_only_long_enough_documents(tmp_path):
+    (tmp_path / "short.txt").write_text("x" * 99)
+    (tmp_path / "long.txt").write_text("y" * 100)
+    files = [str(tmp_path / "*.txt")]
+    task = pg(task_options={"text_files": files, "min_chars": 100})
+    assert [e.inputs for e in task.examples("text_files")] == ["y" * 100]
+    with pytest.raises(ConfigError, match="min_chars"):
+        pg(task_options={"text_files": files, "min_chars": 101}).examples("text_files")
+
+
 def test_options_are_validated():
     with pytest.raises(ConfigError, match="ppl_lengths"):
         pg(task_options={"ppl_lengths": [256]})  # max_pe 200 scores 198 tokens
