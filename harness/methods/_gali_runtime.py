@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.methods._gali_decode import TwoFrameDecoder
 from harness.methods._gali_kernels import (
     IntegerTables,
     NoiseSpec,
@@ -63,6 +64,7 @@ class GaliKernel:
         self._tables: dict[str, IntegerTables] = {}
         self._groups: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._rotated: dict[int, _Rotated] = {}
+        self._decoder = TwoFrameDecoder()
         self._last: tuple[int, torch.device, Plan] | None = None
 
     @property
@@ -79,6 +81,7 @@ class GaliKernel:
     def reset(self) -> None:
         """Start a new sequence: forget the rotated-key buffers."""
         self._rotated.clear()
+        self._decoder.reset()
 
     def set_seed(self, seed: int) -> None:
         """Restart the noise stream (called per example)."""
@@ -185,7 +188,14 @@ class GaliKernel:
         noisy = plan.n_explicit > 0 and self.noise.active
         k_rot = None
         decode = n_queries == 1 and plan.frame is not None and not plan.n_explicit and not torch.is_grad_enabled()
-        if decode:  # keep this step's rotations for the next one
+        if decode and plan.frame[0] == "group":  # beyond the window: tail in its own frame (see _gali_decode)
+            self._rotated.pop(module.layer_idx, None)
+            return self._decoder.attend(module.layer_idx, q, k, v, module.scaling, group=plan.frame[1],
+                                        n_interp=plan.stable, interp_tables=plan.k_segments[0],
+                                        q_tables=(plan.q_cos, plan.q_sin), inv_freq=self.tables.inv_freq,
+                                        scaling=self.tables.attention_scaling)
+        self._decoder.reset(module.layer_idx)
+        if decode:  # within the window: keep this step's rotations for the next one
             k_rot = self._rotated_keys(module.layer_idx, k, plan, n_queries)
         else:  # prefill forwards rotate into a temporary (no buffer held while activations are large)
             self._rotated.pop(module.layer_idx, None)
