@@ -5,7 +5,7 @@ move while the group size g is unchanged) and the unit-spaced tail (rows [n_inte
 k … M−1 that all shift by one at every step). Inside the tail, query–key distances are token distances, and RoPE
 logits depend only on the distance, so the tail is attended to in its own frame: each key rotated once at its token
 index j, the query at its token index K − 1. The interpolated region uses the plan's tables (query at ceil(p), keys
-interpolated). The two attentions are merged exactly by their log-sum-exp.
+interpolated). Both frames' logits of the single query ([b, H, 1, K], O(K) memory) share one softmax.
 
 Per layer two buffers grow by appending: the interpolated keys (valid while g is unchanged) and the token-frame keys
 of the rows that were in the tail since the buffers were built. A step rotates the keys that entered the interpolated
@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods._gali_kernels import rope_rotate
-from harness.methods.lse import fused_attention_lse, merge_lse
+from harness.methods._gali_kernels import grouped_scores, grouped_values, rope_rotate
 
 
 def token_tables(start: int, end: int, inv_freq: torch.Tensor, scaling: float,
@@ -99,7 +98,9 @@ class TwoFrameDecoder:
         q_interp = rope_rotate(q, *q_tables)
         q_token = rope_rotate(q, *token_tables(n_keys - 1, n_keys, inv_freq, scaling, q.device))
         tail = slice(n_interp - st.first, n_keys - st.first)
-        parts = [fused_attention_lse(q_interp, st.interp[..., :n_interp, :], v[..., :n_interp, :], scale),
-                 fused_attention_lse(q_token, st.tokens[..., tail, :], v[..., n_interp:, :], scale)]
-        out, _ = merge_lse([(o.float(), lse) for o, lse in parts])
-        return out.to(q.dtype)
+        # one query: explicit scores are [b, H, 1, K] (O(K) memory), one softmax over both frames' logits
+        scores = torch.cat([grouped_scores(q_interp, st.interp[..., :n_interp, :]),
+                            grouped_scores(q_token, st.tokens[..., tail, :])], dim=-1).float() * scale
+        probs = torch.softmax(scores, dim=-1).to(v.dtype)
+        out = grouped_values(probs[..., :n_interp], v[..., :n_interp, :])
+        return out.add_(grouped_values(probs[..., n_interp:], v[..., n_interp:, :])).to(q.dtype)

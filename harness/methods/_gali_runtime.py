@@ -1,16 +1,16 @@
 """The GALI attention kernel installed in every layer: per-forward plans, cached tables, rotated-key buffers.
 
 Keys are cached un-rotated (positions are rebuilt at every forward), but most rotations stay valid from one
-decode step to the next: within the window positions never change, and beyond it the interpolated region of a
-group size g keeps its positions (only the unit-spaced tail moves). Each layer therefore keeps its rotated keys of
-the latest forward in a buffer and re-rotates only the rows whose position changed — the new key within the window,
-the tail and the newly interpolated keys beyond it — so decoding costs O(tail) rotations instead of O(K). Results
-are bit-identical to rotating every key (the same elementwise operations on the same rows).
+decode step to the next. Within the window positions never change: each layer keeps its rotated keys in a buffer and
+rotates only the new key (bit-identical to rotating every key). Beyond it, the interpolated region of a group size g
+keeps its positions while the unit-spaced tail shifts by one at every step; `_gali_decode.TwoFrameDecoder` attends
+to the tail in the token frame (where its distances are token distances) and merges it with the interpolated region
+by log-sum-exp, so a step rotates only the keys entering the interpolated region and the new key.
 
-Buffers are kept for decode steps only (a prefill forward rotates into a temporary and drops the layer's buffer), so
-they cost memory (one rotated copy of the keys) while decoding, never during prefill. One sequence at a time: any
-prefill forward, or `reset()` (called by `Gali.prefill_chunks`), starts over; a step that does not continue the
-previous forward (other frame or length) rotates every key.
+Buffers are kept for decode steps only (a prefill forward rotates into a temporary and drops the layer's buffers),
+so they cost memory (about one rotated copy of the keys) while decoding, never during prefill. One sequence at a
+time: any prefill forward, or `reset()` (called by `Gali.prefill_chunks`), starts over; a step that does not
+continue the previous forward (other group size or length) rotates every key.
 """
 
 from __future__ import annotations
