@@ -59,6 +59,15 @@ class TwoFrameDecoder:
 
     def __init__(self) -> None:
         self._state: dict[int, _LayerState] = {}
+        self._token_memo: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _token_tables(self, start: int, end: int, inv_freq: torch.Tensor, scaling: float,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`token_tables`, computed once per step for all layers (they ask for the same rows)."""
+        key = (start, end, str(device), scaling)
+        if self._token_memo is None or self._token_memo[0] != key:
+            self._token_memo = (key, token_tables(start, end, inv_freq, scaling, device))
+        return self._token_memo[1]
 
     def reset(self, layer: int | None = None) -> None:
         """Forget one layer's buffers (or all)."""
@@ -87,16 +96,15 @@ class TwoFrameDecoder:
             st.interp = _grow(st.interp, n_interp)
             a, b = st.n_interp, n_interp
             rope_rotate(k[..., a:b, :], cos[a:b], sin[a:b], out=st.interp[..., a:b, :])
-        lo = max(st.n_keys, st.first)  # first key not yet in the token frame (fresh: the whole tail)
-        if lo < n_keys:
-            st.tokens = _grow(st.tokens, n_keys - st.first)
-            t_cos, t_sin = token_tables(lo, n_keys, inv_freq, scaling, k.device)
-            rope_rotate(k[..., lo:n_keys, :], t_cos, t_sin, out=st.tokens[..., lo - st.first:n_keys - st.first, :])
+        lo = max(st.n_keys, st.first)  # first key not yet in the token frame: the new key (fresh: the whole tail)
+        st.tokens = _grow(st.tokens, n_keys - st.first)
+        t_cos, t_sin = self._token_tables(lo, n_keys, inv_freq, scaling, k.device)
+        rope_rotate(k[..., lo:n_keys, :], t_cos, t_sin, out=st.tokens[..., lo - st.first:n_keys - st.first, :])
         st.n_interp, st.n_keys = n_interp, n_keys
         self._state[layer] = st
 
         q_interp = rope_rotate(q, *q_tables)
-        q_token = rope_rotate(q, *token_tables(n_keys - 1, n_keys, inv_freq, scaling, q.device))
+        q_token = rope_rotate(q, t_cos[-1:], t_sin[-1:])  # the query is the newest token: the last row
         tail = slice(n_interp - st.first, n_keys - st.first)
         # one query: explicit scores are [b, H, 1, K] (O(K) memory), one softmax over both frames' logits
         scores = torch.cat([grouped_scores(q_interp, st.interp[..., :n_interp, :]),
