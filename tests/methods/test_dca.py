@@ -7,7 +7,7 @@ import types
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
+from transformers import AutoModelForCausalLM
 
 from harness import params as P
 from harness.errors import ConfigError
@@ -15,7 +15,7 @@ from harness.methods._dca_kernel import DcaKernel
 from harness.methods._dca_positions import dca_sizes, inter_query_position, mscale, relative_distances
 from harness.methods.base import METHODS
 from harness.methods.rope import rotate
-from harness.models import model_info
+from tests.methods.helpers import apply_method, cached_forwards
 
 THETA, D = 100.0, 16
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)
@@ -198,19 +198,10 @@ def test_config_errors():
 
 
 def _apply(model, **params):
-    cls = METHODS.get("chunkllama")
-    method = cls(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=None))
-    method.apply(model, model_info(model.config))
-    return method
+    return apply_method(model, "chunkllama", **params)
 
 
-@torch.inference_mode()
-def _forwards(model, ids, sizes):
-    cache, logits, start = DynamicCache(config=model.config), [], 0
-    for n in sizes:
-        logits.append(model(input_ids=ids[:, start:start + n], past_key_values=cache, use_cache=True).logits)
-        start += n
-    return torch.cat(logits, dim=1)
+_forwards = cached_forwards
 
 
 def _ids(model, n, seed=0):

@@ -8,7 +8,7 @@ import types
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
+from transformers import AutoModelForCausalLM
 
 from harness import params as P
 from harness.errors import ConfigError
@@ -24,7 +24,7 @@ from harness.methods._selfextend_positions import (
 )
 from harness.methods.base import METHODS
 from harness.methods.rope import rotate
-from harness.models import model_info
+from tests.methods.helpers import apply_method, cached_forwards
 
 THETA, D = 100.0, 16
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)
@@ -207,21 +207,10 @@ def test_shift_mode_per_forward():
 
 
 def _apply(model, max_pe=None, **params):
-    cls = METHODS.get("selfextend")
-    method = cls(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=max_pe))
-    method.apply(model, model_info(model.config))
-    return method
+    return apply_method(model, "selfextend", max_pe, **params)
 
 
-@torch.inference_mode()
-def _forwards(model, ids, sizes):
-    """Logits of all positions when `ids` is fed in forwards of `sizes` tokens with one KV cache."""
-    cache, logits, start = DynamicCache(config=model.config), [], 0
-    for n in sizes:
-        logits.append(model(input_ids=ids[:, start:start + n], past_key_values=cache, use_cache=True).logits)
-        start += n
-    assert start == ids.shape[1]
-    return torch.cat(logits, dim=1)
+_forwards = cached_forwards
 
 
 def _prefill_and_decode(model, ids, n_prompt):

@@ -1,0 +1,31 @@
+"""Model-level helpers shared by the method tests: apply a registered method, run cached forwards."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from transformers import DynamicCache
+
+from harness import params as P
+from harness.methods.base import METHODS
+from harness.models import model_info
+
+
+def apply_method(model, name: str, max_pe: int | None = None, **params):
+    """Build method `name` with `params` (validated like a config's [params]) and install it on `model`."""
+    cls = METHODS.get(name)
+    method = cls(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=max_pe))
+    method.apply(model, model_info(model.config))
+    return method
+
+
+@torch.inference_mode()
+def cached_forwards(model, ids: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Logits of all positions when `ids` is fed in forwards of `sizes` tokens with one KV cache."""
+    cache, logits, start = DynamicCache(config=model.config), [], 0
+    for n in sizes:
+        logits.append(model(input_ids=ids[:, start:start + n], past_key_values=cache, use_cache=True).logits)
+        start += n
+    assert start == ids.shape[1]
+    return torch.cat(logits, dim=1)
