@@ -413,7 +413,9 @@ Keys `randint(50000, 500000)` as in the harness, {res['passkey_256']['trials']} 
 {pk_rows}
 
 {PASSKEY_NOTE}
-Reproduce: `python scripts/train_lab_model.py --eval harness/assets/lab_model` ({res['eval_seconds']} s).
+Reproduce the numbers: `python scripts/train_lab_model.py --eval harness/assets/lab_model` ({res['eval_seconds']} s).
+Reproduce the weights: `python scripts/train_lab_model.py --out DIR` (the defaults are this recipe); with the same
+torch build and 2 threads the result is bit-identical (checked: equal sha256 of model.safetensors and tokenizer.json).
 """
     (out / "README.md").write_text(card)
 
