@@ -9,7 +9,21 @@ from transformers import DynamicCache
 
 from harness import params as P
 from harness.methods.base import METHODS
+from harness.methods.rope import rotate
 from harness.models import model_info
+
+THETA, D = 100.0, 16  # small RoPE head for kernel-level tests
+MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)  # stands in for an attention module
+
+
+class Tables:
+    """RopeTables stand-in: inv_freq of THETA/D, no attention scaling, and a reference rotation."""
+
+    inv_freq = (1.0 / THETA ** (torch.arange(0, D, 2, dtype=torch.float64) / D)).float()
+    attention_scaling = 1.0
+
+    def rotate(self, x, pos):
+        return rotate(x, pos, self.inv_freq, 1.0)
 
 
 def apply_method(model, name: str, max_pe: int | None = None, **params):

@@ -23,19 +23,7 @@ from harness.methods._selfextend_positions import (
     suggested_pair,
 )
 from harness.methods.base import METHODS
-from harness.methods.rope import rotate
-from tests.methods.helpers import apply_method, cached_forwards
-
-THETA, D = 100.0, 16
-MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)
-
-
-class Tables:
-    inv_freq = (1.0 / THETA ** (torch.arange(0, D, 2, dtype=torch.float64) / D)).float()
-    attention_scaling = 1.0
-
-    def rotate(self, x, pos):
-        return rotate(x, pos, self.inv_freq, 1.0)
+from tests.methods.helpers import MOD, D, Tables, apply_method, cached_forwards
 
 
 def naive(q, k, v, W, G, shift, scale_base=-1.0):
