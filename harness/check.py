@@ -106,9 +106,7 @@ class CheckContext:
         """Prefill n − 1 tokens, then one cached decode step with token n − 1: its logits."""
         self.reseed()
         cache, _ = self.engine.prefill(self.ids[:n - 1])
-        step = torch.tensor([[self.ids[n - 1]]], device=self.engine.input_device)
-        hidden = self.model.model(input_ids=step, past_key_values=cache, use_cache=True).last_hidden_state
-        return self.model.lm_head(hidden).float()[0, -1]
+        return self.engine.step([self.ids[n - 1]], cache)[-1]
 
     def nll(self, n: int) -> torch.Tensor:
         """Per-token NLL of the first n tokens (memoised)."""

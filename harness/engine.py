@@ -6,6 +6,7 @@ the LM head itself, only where logits are needed (never L × vocab at once).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,22 @@ from transformers import DynamicCache
 from harness.methods.base import Method
 
 LOGIT_BLOCK = 1024  # positions per LM-head block in token_nll
+
+
+def cache_argument(module: torch.nn.Module) -> str:
+    """The name under which `module.forward` (a transformers model) of the installed release takes its KV cache.
+
+    transformers 5.24+ calls it `cache` (and deprecates `past_key_values`); earlier 5.x releases `past_key_values`.
+    Reading the signature keeps every call on the current name, so no deprecation warning is printed.
+    """
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    """Last hidden states of the base model on `ids` [1, n], appending to (and attending over) `cache`."""
+    kwargs = {cache_argument(model.model): cache}
+    return model.model(input_ids=ids, use_cache=True, **kwargs).last_hidden_state
 
 
 @dataclass
@@ -58,9 +75,22 @@ class Engine:
     def input_device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
+    def new_cache(self) -> DynamicCache:
+        """An empty KV cache for this model."""
+        return DynamicCache(config=self.model.config)
+
     def _hidden(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        out = self.model.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        return out.last_hidden_state
+        return forward_hidden(self.model, ids, cache)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of hidden states (the LM head applied only where asked)."""
+        return self._logits(hidden)
+
+    @torch.inference_mode()
+    def step(self, ids: Sequence[int], cache: DynamicCache) -> torch.Tensor:
+        """One forward of `ids` appended to `cache` (no chunking by the method): fp32 logits of every position."""
+        t = torch.tensor([list(ids)], dtype=torch.long, device=self.input_device)
+        return self._logits(self._hidden(t, cache))[0]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(hidden).float()
@@ -69,7 +99,7 @@ class Engine:
     def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[DynamicCache, torch.Tensor]:
         """Run the prompt through the model in the method's chunks; return the cache and last-position logits."""
         ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.input_device)
-        cache = DynamicCache(config=self.model.config)
+        cache = self.new_cache()
         start = 0
         hidden = None
         for size in self.method.prefill_chunks(ids.shape[1], stride):
@@ -115,7 +145,7 @@ class Engine:
         """
         ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.input_device)
         n = ids.shape[1]
-        cache = DynamicCache(config=self.model.config)
+        cache = self.new_cache()
         nll = np.empty(max(n - 1, 0), dtype=np.float32)
         start = 0
         for size in self.method.prefill_chunks(n, stride):

@@ -89,7 +89,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from harness import params as P
     from harness.config import ExperimentConfig
-    from harness.engine import Engine
+    from harness.engine import Engine, forward_hidden
     from harness.memory import peak_mb, reset_peak
     from harness.methods.base import METHODS
     from harness.models import model_info
@@ -130,8 +130,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         for _ in range(steps):
             t1 = time.perf_counter()
             step = torch.tensor([[int(torch.argmax(logits))]], device=engine.input_device)
-            hidden = model.model(input_ids=step, past_key_values=cache, use_cache=True).last_hidden_state
-            logits = model.lm_head(hidden[:, -1:]).float()[0, -1]
+            logits = engine.logits(forward_hidden(model, step, cache)[:, -1:])[0, -1]
             sync()
             step_s.append(time.perf_counter() - t1)
     peak = peak_mb(device)

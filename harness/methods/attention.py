@@ -1,19 +1,38 @@
-"""Attention plumbing for methods that assign their own positions (GALI, SelfExtend, DCA, ...).
+"""Attention plumbing for methods that assign their own positions (GALI, SelfExtend, DCA, DPE, STRING, ReRoPE).
 
-`install_kernel(model, kernel)` swaps each decoder layer's attention module class for a subclass whose forward
-projects q/k/v itself, stores **un-rotated** keys in the KV cache (so positions can be re-assigned at every step),
-and hands un-rotated q/k/v to `kernel`. Weights, `layer_idx` and the rest of the model are untouched; no private
-transformers function is patched. Works for every family in `harness.models.SUPPORTED_FAMILIES`.
+Methods plug in through transformers' public extension points only:
+
+* the attention-function registry (`transformers.AttentionInterface`): one function, registered under
+  `ATTENTION_NAME`, is selected with `model.set_attn_implementation`; it hands the layer's q/k/v to the kernel
+  installed for that layer;
+* the model's rotary embedding (`model.model.rotary_emb`, a submodule) is replaced by `IdentityRotaryEmbedding`
+  (cos = 1, sin = 0) while a kernel is installed, so the stock attention module leaves q and k un-rotated and its
+  KV cache holds **un-rotated** keys: positions can be re-assigned at every step.
+
+The stock attention module keeps doing everything else — projections, the q/k norms of families that have them,
+the cache update (whatever the installed transformers release calls its cache argument) and the output projection.
+No forward is copied and no private function is patched. `uninstall_kernel` restores the rotary module and the
+attention implementation that were there before, so the model is exactly the original again.
+
+The registered function receives the cached keys of the whole sequence: queries are the last s of the K keys, and
+causality is the kernel's job (a custom implementation name has no mask function in transformers, so the model
+passes `attention_mask=None`). Batch size 1 (no padding) is what every kernel assumes.
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
 
-from harness.methods.rope import causal_sdpa, rotate
+from harness.methods.rope import rotate
+
+#: the name under which the harness's attention function is registered in transformers' AttentionInterface
+ATTENTION_NAME = "gali_harness"
 
 
 class RopeKernel(Protocol):
@@ -25,10 +44,10 @@ class RopeKernel(Protocol):
 
 
 class RopeTables:
-    """The model's rotary frequencies, read once from `model.model.rotary_emb` after the method set them."""
+    """The model's rotary frequencies (after the method set them), read from its rotary embedding module."""
 
     def __init__(self, model: nn.Module):
-        rotary = model.model.rotary_emb
+        rotary = original_rotary(model)
         self.inv_freq: torch.Tensor = rotary.inv_freq.detach().to(torch.float32)
         self.attention_scaling: float = float(getattr(rotary, "attention_scaling", 1.0))
 
@@ -37,32 +56,56 @@ class RopeTables:
         return rotate(x, positions, self.inv_freq.to(x.device), self.attention_scaling)
 
 
-class KernelAttentionMixin(nn.Module):
-    """Forward with the transformers v5 attention signature, delegating the attention to `self.rope_kernel`."""
+class IdentityRotaryEmbedding(nn.Module):
+    """A rotary embedding whose rotation is the identity (cos = 1, sin = 0) at every position.
 
-    rope_kernel: RopeKernel
+    Same call signature and output layout as transformers' rotary embeddings: `forward(x, position_ids)` returns
+    `(cos, sin)`, each [b, n, rotary_dim] in x's dtype (expanded views, no per-position memory).
+    """
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings: Any = None, attention_mask: Any = None,
-                past_key_values: Any = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        bsz, q_len, _ = hidden_states.shape
-        shape = (bsz, q_len, -1, self.head_dim)
-        q = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        out = self.rope_kernel(self, q, k, v)
-        out = out.transpose(1, 2).reshape(bsz, q_len, -1).contiguous()
-        return self.o_proj(out), None
+    def __init__(self, rotary_dim: int):
+        super().__init__()
+        self.rotary_dim = rotary_dim
 
-
-_SWAPPED: dict[type, type] = {}
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n = position_ids.shape[0], position_ids.shape[-1]
+        ones = torch.ones(1, 1, self.rotary_dim, dtype=x.dtype, device=x.device).expand(b, n, -1)
+        zeros = torch.zeros(1, 1, self.rotary_dim, dtype=x.dtype, device=x.device).expand(b, n, -1)
+        return ones, zeros
 
 
-def _kernel_class(cls: type) -> type:
-    if cls not in _SWAPPED:
-        _SWAPPED[cls] = type(f"Kernel{cls.__name__}", (KernelAttentionMixin, cls), {"_original_class": cls})
-    return _SWAPPED[cls]
+@dataclass
+class _Installed:
+    """What `install_kernel` replaced on one model, to put back on uninstall."""
+
+    rotary: nn.Module
+    attn_implementation: str | None
+
+
+_INSTALLED: weakref.WeakKeyDictionary[nn.Module, _Installed] = weakref.WeakKeyDictionary()
+_KERNELS: weakref.WeakKeyDictionary[nn.Module, RopeKernel] = weakref.WeakKeyDictionary()
+
+
+class KernelNotInstalledError(RuntimeError):
+    """The harness attention implementation was selected on a layer that has no kernel installed."""
+
+
+def kernel_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """The function registered in `AttentionInterface`: attention of the layer's installed kernel.
+
+    query [b, H, s, d], key/value [b, Hkv, K, d] (un-rotated, the whole cached sequence) -> ([b, s, H, d], None).
+    """
+    kernel = _KERNELS.get(module)
+    if kernel is None:
+        raise KernelNotInstalledError(
+            f"attention implementation '{ATTENTION_NAME}' is set but layer {getattr(module, 'layer_idx', '?')} has "
+            "no kernel installed (use harness.methods.attention.install_kernel)")
+    out = kernel(module, query, key, value)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_NAME, kernel_attention)
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -70,32 +113,37 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     return [layer.self_attn for layer in model.model.layers]
 
 
+def original_rotary(model: nn.Module) -> nn.Module:
+    """The model's own rotary embedding module (also while a kernel has replaced it by the identity)."""
+    state = _INSTALLED.get(model)
+    return state.rotary if state is not None else model.model.rotary_emb
+
+
+def installed_kernel(model: nn.Module) -> RopeKernel | None:
+    """The kernel installed on the model's first layer, or None."""
+    modules = attention_modules(model)
+    return _KERNELS.get(modules[0]) if modules else None
+
+
 def install_kernel(model: nn.Module, kernel: RopeKernel) -> None:
     """Route every layer's attention through `kernel` (idempotent; the kernel object is shared by all layers)."""
+    if model not in _INSTALLED:
+        rotary = model.model.rotary_emb
+        rotary_dim = 2 * int(rotary.inv_freq.shape[-1])
+        _INSTALLED[model] = _Installed(rotary, getattr(model.config, "_attn_implementation", None))
+        model.model.rotary_emb = IdentityRotaryEmbedding(rotary_dim)
+        model.set_attn_implementation(ATTENTION_NAME)
     for attn in attention_modules(model):
-        base = getattr(type(attn), "_original_class", type(attn))
-        attn.__class__ = _kernel_class(base)
-        attn.rope_kernel = kernel
+        _KERNELS[attn] = kernel
 
 
 def uninstall_kernel(model: nn.Module) -> None:
-    """Restore the original attention classes."""
+    """Restore the original rotary embedding and attention implementation (a no-op when nothing is installed)."""
+    state = _INSTALLED.pop(model, None)
+    if state is None:
+        return
+    model.model.rotary_emb = state.rotary
+    if state.attn_implementation is not None:
+        model.set_attn_implementation(state.attn_implementation)
     for attn in attention_modules(model):
-        base = getattr(type(attn), "_original_class", None)
-        if base is not None:
-            attn.__class__ = base
-            del attn.rope_kernel
-
-
-class IntegerRopeKernel:
-    """Plain RoPE at integer positions 0..K-1 with causal SDPA: reproduces the stock model through the plumbing."""
-
-    def __init__(self, tables: RopeTables):
-        self.tables = tables
-
-    def __call__(self, module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        K, s = k.shape[-2], q.shape[-2]
-        pos = torch.arange(K, device=q.device)
-        q_rot = self.tables.rotate(q, pos[K - s:])
-        k_rot = self.tables.rotate(k, pos)
-        return causal_sdpa(q_rot, k_rot, v, module.scaling)
+        _KERNELS.pop(attn, None)

@@ -8,6 +8,7 @@ import torch
 from transformers import DynamicCache
 
 from harness import params as P
+from harness.engine import cache_argument
 from harness.methods.base import METHODS
 from harness.methods.rope import rotate
 from harness.models import model_info
@@ -39,7 +40,7 @@ def cached_forwards(model, ids: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """Logits of all positions when `ids` is fed in forwards of `sizes` tokens with one KV cache."""
     cache, logits, start = DynamicCache(config=model.config), [], 0
     for n in sizes:
-        logits.append(model(input_ids=ids[:, start:start + n], past_key_values=cache, use_cache=True).logits)
+        logits.append(model(input_ids=ids[:, start:start + n], **{cache_argument(model): cache}, use_cache=True).logits)
         start += n
     assert start == ids.shape[1]
     return torch.cat(logits, dim=1)

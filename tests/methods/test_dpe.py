@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from harness import params as P
+from harness.engine import cache_argument
 from harness.errors import ConfigError
 from harness.methods import _dpe_probe as probe
 from harness.methods._dpe_positions import DpeKernel, dpe_relative, far_key_positions, far_query_positions
@@ -218,8 +219,8 @@ def test_cached_decode_with_topk_table_equals_recomputation(tiny_model_dir, tmp_
     ids = torch.randint(3, 500, (1, 100))
     full = model(ids).logits
     cache = DynamicCache(config=model.config)
-    steps = [model(ids[:, :85], past_key_values=cache, use_cache=True).logits]
-    steps += [model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits for t in range(85, 100)]
+    steps = [model(ids[:, :85], **{cache_argument(model): cache}, use_cache=True).logits]
+    steps += [model(ids[:, t:t + 1], **{cache_argument(model): cache}, use_cache=True).logits for t in range(85, 100)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-4)
 
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from harness.engine import Engine
+from harness.engine import Engine, cache_argument
 from harness.methods._frequency import FactorParams
 from harness.methods.base import METHODS, Method
 from harness.methods.ntk import ntk_base
@@ -130,7 +130,7 @@ def _decode_vs_prefill(path, name, params, window=16, prompt=12, total=22):
     diffs = {}
     for n in range(prompt + 1, total + 1):
         with torch.inference_mode():
-            h = model.model(input_ids=torch.tensor([[ids[n - 1]]]), past_key_values=cache,
+            h = model.model(input_ids=torch.tensor([[ids[n - 1]]]), **{cache_argument(model.model): cache},
                             use_cache=True).last_hidden_state
             cached = model.lm_head(h)[0, -1]
         diffs[n] = float((cached - eng.prefill(ids[:n])[1]).abs().max())

@@ -8,9 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness.engine import Engine
+from harness.engine import Engine, cache_argument
 from harness.errors import ConfigError
 from harness.methods._gali_positions import positions
+from harness.methods.attention import install_kernel
 from harness.methods.base import Method
 from harness.methods.gali import Gali, GaliParams, validate_params
 from harness.models import model_info
@@ -57,8 +58,7 @@ class Recorder:
 
 def record(engine):
     rec = Recorder(engine.method.kernel)
-    for layer in engine.model.model.layers:
-        layer.self_attn.rope_kernel = rec
+    install_kernel(engine.model, rec)
     return rec
 
 
@@ -113,7 +113,7 @@ def test_chunk_coe_1_cached_decode_equals_recomputation(family_model_dir, appro_
     cache, logits = eng.prefill(ids[:15])
     for n in range(16, 25):
         with torch.inference_mode():
-            hidden = eng.model.model(input_ids=torch.tensor([[ids[n - 1]]]), past_key_values=cache,
+            hidden = eng.model.model(input_ids=torch.tensor([[ids[n - 1]]]), **{cache_argument(eng.model.model): cache},
                                      use_cache=True).last_hidden_state
             logits = eng.model.lm_head(hidden)[0, -1]
         assert (logits - eng.prefill(ids[:n])[1]).abs().max() <= 1e-4
@@ -125,7 +125,7 @@ def test_decode_equals_prefill_at_a_chunk_boundary(tiny_model_dir):
     assert method.prefill_chunks(n) == method.prefill_chunks(n - 1) + [1]
     cache, _ = eng.prefill(ids_of(n)[: n - 1])
     with torch.inference_mode():
-        h = eng.model.model(input_ids=torch.tensor([[ids_of(n)[-1]]]), past_key_values=cache,
+        h = eng.model.model(input_ids=torch.tensor([[ids_of(n)[-1]]]), **{cache_argument(eng.model.model): cache},
                             use_cache=True).last_hidden_state
         logits = eng.model.lm_head(h)[0, -1]
     assert (logits - eng.prefill(ids_of(n))[1]).abs().max() <= 1e-4
@@ -148,7 +148,7 @@ def test_cache_holds_unrotated_keys_and_attention_uses_current_positions(tiny_mo
     rec = record(eng)
     cache, _ = eng.prefill(ids[:30])
     with torch.inference_mode():
-        eng.model.model(input_ids=torch.tensor([ids[30:]]), past_key_values=cache, use_cache=True)
+        eng.model.model(input_ids=torch.tensor([ids[30:]]), **{cache_argument(eng.model.model): cache}, use_cache=True)
         layer0 = eng.model.model.layers[0]
         raw = layer0.self_attn.k_proj(layer0.input_layernorm(eng.model.model.embed_tokens(torch.tensor([ids]))))
     q, k, v, out, pos = rec.calls[-1]

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from harness import params as P
-from harness.engine import Engine
+from harness.engine import Engine, cache_argument
 from harness.errors import ConfigError
 from harness.methods._logn import logn_factors, scale_queries
 from harness.methods._lse_backend import lse_attention
@@ -219,8 +219,8 @@ def test_cached_decode_and_chunked_prefill_equal_recomputation(tiny_model_dir, n
     ids = torch.randint(3, 500, (1, 110))
     full = model(ids).logits
     cache = DynamicCache(config=model.config)
-    steps = [model(ids[:, :98], past_key_values=cache, use_cache=True).logits]
-    steps += [model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits for t in range(98, 110)]
+    steps = [model(ids[:, :98], **{cache_argument(model): cache}, use_cache=True).logits]
+    steps += [model(ids[:, t:t + 1], **{cache_argument(model): cache}, use_cache=True).logits for t in range(98, 110)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-4)
     method = METHODS.get(name)(P.build(METHODS.get(name).Params, {}), None)
     engine = Engine(model, None, method, "cpu")

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from harness import params as P
+from harness.engine import cache_argument
 from harness.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.rope import rotate
@@ -174,8 +175,8 @@ def test_cached_decode_from_shorter_than_s_equals_recomputation(tiny_model_dir):
     ids = torch.randint(3, 500, (1, 50))
     full = model(ids).logits
     cache = DynamicCache(config=model.config)
-    steps = [model(ids[:, :30], past_key_values=cache, use_cache=True).logits]  # prompt shorter than S
-    steps += [model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits for t in range(30, 50)]
+    steps = [model(ids[:, :30], **{cache_argument(model): cache}, use_cache=True).logits]  # prompt shorter than S
+    steps += [model(ids[:, t:t + 1], **{cache_argument(model): cache}, use_cache=True).logits for t in range(30, 50)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-4)
 
 
