@@ -1,5 +1,8 @@
 """`gali-check` logic: a method's invariants on the configured model, at small lengths.
 
+First the three preflight checks that `gali-run` also runs before every experiment (harness.preflight: chunked
+prefill = one shot, equal to the original where the method must be, cached decode = recomputation), then:
+
 Generic invariants (every method): `finite` (no NaN/inf in logits and per-token NLL, in and beyond the window),
 `equals_original_within_window` (for methods with `equals_original_within_window`: NLL of every position, last
 logits and greedy tokens equal the unmodified model at L = M), `decode_within_window` / `decode_beyond_window`
@@ -39,6 +42,7 @@ import torch
 from harness.engine import Engine
 from harness.memory import peak_mb, reset_peak
 from harness.methods.base import Method, ModelInfo
+from harness.preflight import probe_length, reference_logits, run_preflight
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +307,14 @@ def run_checks(cfg: Any, max_len: int | None = None) -> tuple[list[CheckResult],
     reference = {"nll": torch.from_numpy(base.token_nll(ids[:n_in])), "logits": base.prefill(ids[:n_in])[1],
                  "greedy": base.generate(ids[:n_in - GREEDY_TOKENS], GREEDY_TOKENS).token_ids}
     method = build_method(cfg)
+    pre_ref = reference_logits(base, probe_length(info))
     method.apply(model, info)
     ctx = CheckContext(cfg, model, info, method, Engine(model, tokenizer, method, device), device, ids, long_len,
                        reference)
-    results = []
+    results = [CheckResult(f"preflight:{c.name}", "pass" if c.passed else "fail",
+                           f"L={report.length}: max|Δlogit| {c.max_diff:.2e} (tol {c.tolerance:.0e})"
+                           + (f"; {c.detail}" if c.detail else ""))
+               for report in [run_preflight(ctx.engine, info, pre_ref)] for c in report.checks]
     for name, fn in invariants_for(cfg.method):
         t0 = time.perf_counter()
         try:

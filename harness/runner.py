@@ -25,6 +25,7 @@ from harness.config import ExperimentConfig
 from harness.engine import Engine
 from harness.errors import ConfigError, HarnessError, suggest
 from harness.models import load_model, load_model_config, load_tokenizer, model_info
+from harness.preflight import PreflightReport, apply_with_preflight
 from harness.resolve import build_method, build_task, resolve
 from harness.results import ExperimentDir, JsonlAppender, latest_records, write_json
 from harness.tasks.base import Example, Task
@@ -183,8 +184,13 @@ def plan(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), tokenizer: Any 
     return out
 
 
-def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[int, int] = (0, 1)) -> RunSummary:
-    """Run (or resume) one experiment; returns counts. Raises HarnessError for user-fixable problems."""
+def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[int, int] = (0, 1),
+                   preflight: bool = True) -> RunSummary:
+    """Run (or resume) one experiment; returns counts. Raises HarnessError for user-fixable problems.
+
+    With `preflight` (the default) the method is checked on the loaded model before the first example
+    (harness.preflight); a failure raises PreflightError before any prediction is written.
+    """
     exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
     model_config = load_model_config(cfg)
     info = model_info(model_config)
@@ -206,10 +212,17 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[
         return summary
     model, info, device = load_model(cfg, model_config)
     method = build_method(cfg)
-    method.apply(model, info)
-    engine = Engine(model, tokenizer, method, device)
     prov = provenance.collect(device, cfg.seed)
     prov.update(original_window=info.original_window, model_type=info.model_type, shard=list(shard))
+
+    def record_preflight(report: PreflightReport) -> None:
+        prov["preflight"] = report.to_dict()
+        write_json(provenance_path(exp, shard), prov)
+
+    if apply_with_preflight(model, tokenizer, method, info, device, preflight, record_preflight) is None:
+        prov["preflight"] = {"skipped": True}
+        log.warning("%s: preflight skipped (--skip-preflight): the method's wiring is not checked", cfg.exp_name)
+    engine = Engine(model, tokenizer, method, device)
     write_json(provenance_path(exp, shard), prov)
     t0 = time.perf_counter()
     with StopFlag() as flag:

@@ -1,4 +1,9 @@
-"""`gali-run`: run experiments from TOML configs (predictions are appended per example; reruns resume)."""
+"""`gali-run`: run experiments from TOML configs (predictions are appended per example; reruns resume).
+
+Exit status: 0 done; 1 some examples ended as error records (rerun to retry them); 2 a configuration, data or
+model-loading error; 3 the preflight found the method mis-wired on this model (nothing was predicted);
+143 stopped by a signal (rerun to resume).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ from harness.config import expand_config_paths, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gali-run", description=__doc__)
+    p = argparse.ArgumentParser(prog="gali-run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", nargs="+", required=True, help="TOML config file(s) or glob(s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for tables: params.chunk_coe=1000); repeatable")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan; load no weights")
     p.add_argument("--overwrite", action="store_true", help="discard existing predictions of the experiment")
+    p.add_argument("--skip-preflight", action="store_true",
+                   help="do not check the method's wiring on the loaded model before the first example "
+                        "(the preflight; a failure exits with code 3)")
     p.add_argument("--shard", default=None, help="run shard I of N (I/N); default from SLURM array variables")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -54,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 dry_run(cfg, shard)
                 continue
-            summary = run_experiment(cfg, overwrite=args.overwrite, shard=shard)
+            summary = run_experiment(cfg, overwrite=args.overwrite, shard=shard, preflight=not args.skip_preflight)
             log.info("%s: %d run, %d errors, %d already done, %.1fs%s -> %s", cfg.exp_name, summary.done,
                      summary.errors, summary.skipped, summary.seconds,
                      " (interrupted: rerun to resume)" if summary.interrupted else "", summary.exp_dir)

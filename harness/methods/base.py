@@ -75,6 +75,11 @@ class Method:
             sizes.append(n_tokens % stride)
         return sizes
 
+    def exact_length(self, info: ModelInfo) -> int | None:
+        """Prompts of at most this many tokens must give the original model's logits (None: the method changes
+        every length by design). Used by the preflight and gali-check; call after `apply`."""
+        return info.original_window if self.equals_original_within_window else None
+
     def start_example(self, seed: int) -> None:
         """Called before each example with its derived seed (for methods with randomness)."""
 

@@ -87,6 +87,11 @@ class ChunkLlama(Method):
                                 max_cache_len=self.cfg.max_pe)
         install_kernel(model, self.kernel)
 
+    def exact_length(self, info: ModelInfo) -> int | None:
+        """Up to C = S − W tokens everything is one chunk (and mscale is 1 inside the window): plain RoPE."""
+        kernel = getattr(self, "kernel", None)
+        return min(kernel.chunk_len, info.original_window) if kernel is not None else None
+
     def start_example(self, seed: int) -> None:
         """A new sequence: drop the decode-time rotated-key buffers."""
         kernel = getattr(self, "kernel", None)

@@ -175,7 +175,11 @@ class Dpe(Method):
                                 masks, logn)
         install_kernel(model, self.kernel)
 
+    def exact_length(self, info: ModelInfo) -> int | None:
+        """With L <= w (and inside the log-n training length) the method is plain RoPE."""
+        w = info.original_window
+        return min(self.kernel.window, w, self.kernel.logn_len or w)
+
     def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
         """gali-check: with L <= w the method is plain RoPE."""
-        n = min(self.kernel.window, ctx.window, self.kernel.logn_len or ctx.window)
-        return [identity_check(ctx, self.kernel, n, "equals_original_below_local_window")]
+        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_below_local_window")]

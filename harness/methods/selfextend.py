@@ -109,6 +109,10 @@ class SelfExtend(Method):
         self.kernel = SelfExtendKernel(RopeTables(model), W, G, self.params.shift, self.params.scale_base)
         install_kernel(model, self.kernel)
 
+    def exact_length(self, info: ModelInfo) -> int | None:
+        """Up to W tokens every key is a neighbour: plain RoPE."""
+        return min(int(self.params.window_size), info.original_window) if self.params.window_size else None
+
     def start_example(self, seed: int) -> None:
         """A new sequence: drop the decode-time rotated-key buffers."""
         kernel = getattr(self, "kernel", None)

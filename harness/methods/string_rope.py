@@ -143,10 +143,16 @@ class String(Method):
         self.kernel = StringKernel(RopeTables(model), offset, p.local_value, factor, p.mode == "reference", logn)
         install_kernel(model, self.kernel)
 
+    def exact_length(self, info: ModelInfo) -> int | None:
+        """With L <= S the method is plain RoPE (only without the official attention factor)."""
+        if self.kernel.factor != 1.0:
+            return None
+        w = info.original_window
+        return min(self.kernel.offset, w, self.kernel.logn_len or w)
+
     def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
         """gali-check: with L <= S the method is plain RoPE (only without the official attention factor)."""
         name = "equals_original_below_offset_s"
         if self.kernel.factor != 1.0:
             return [(name, None, "official_attention_factor changes every logit by design")]
-        n = min(self.kernel.offset, ctx.window, self.kernel.logn_len or ctx.window)
-        return [identity_check(ctx, self.kernel, n, name)]
+        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), name)]
