@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_ROOT = Path(harness.__file__).resolve().parent.parent / "configs" / "demo"
 DEMOS = {"lab": "lab", "real": "smollm2"}
+TITLES = {"needle_acc": "pass-key accuracy (%) by prompt length (tokens)",
+          "ppl": "perplexity on held-out text by evaluated length (tokens)"}
 
 
 @dataclass
@@ -83,3 +85,33 @@ def run_demo(kind: str = "lab", results_dir: str = "results/demo", methods: list
     order = list(dict.fromkeys(c.method for c in configs))
     return DemoResult(pivot(comparison_table(docs), order), collected.get("figures", []), workbook,
                       time.perf_counter() - t0)
+
+
+def tables_markdown(result: DemoResult, headings: bool = True) -> str:
+    """The demo's tables as markdown, exactly as `gali-demo` prints them (and README shows them)."""
+    from harness.collect import to_markdown  # noqa: PLC0415  (collect imports plotting; only needed here)
+
+    parts = []
+    for metric, table in result.tables.items():
+        if headings:
+            parts.append(f"## {TITLES.get(metric, metric)}\n")
+        parts.append(to_markdown(table.reset_index()) + "\n")
+    return "\n".join(parts).rstrip("\n")
+
+
+def replace_generated_block(text: str, name: str, body: str) -> str:
+    """Replace the lines between `<!-- generated:NAME ... -->` and `<!-- /generated:NAME -->` by `body`."""
+    start, end = f"<!-- generated:{name}", f"<!-- /generated:{name} -->"
+    i = text.find(start)
+    j = text.find(end)
+    if i < 0 or j < i:
+        raise HarnessError(f"README has no generated block '{name}' (markers {start} ... --> and {end})")
+    i = text.index("\n", i) + 1
+    return text[:i] + body.rstrip("\n") + "\n" + text[j:]
+
+
+def generated_block(text: str, name: str) -> str:
+    """The current content of a generated block (see `replace_generated_block`)."""
+    start, end = f"<!-- generated:{name}", f"<!-- /generated:{name} -->"
+    i = text.index("\n", text.index(start)) + 1
+    return text[i:text.index(end)].rstrip("\n")

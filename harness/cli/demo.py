@@ -30,17 +30,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"SmolLM2-135M-Instruct: {fetched_gguf('gali:smollm2')}")
             return 0
-        from harness.collect import to_markdown  # noqa: PLC0415
-        from harness.demo import run_demo  # noqa: PLC0415
+        from harness.demo import run_demo, tables_markdown  # noqa: PLC0415
 
         kind = "lab" if args.command == "run" else "real"
         results = args.results_dir or ("results/demo" if kind == "lab" else "results/demo-real")
         result = run_demo(kind, results, args.methods, args.configs)
-        titles = {"needle_acc": "pass-key accuracy (%) by prompt length (tokens)",
-                  "ppl": "perplexity on held-out text by evaluated length (tokens)"}
-        for metric, table in result.tables.items():
-            print(f"\n## {titles.get(metric, metric)}\n")
-            print(to_markdown(table.reset_index()))
+        print("\n" + tables_markdown(result))
         print(f"\nworkbook: {result.workbook}")
         for fig in result.figures:
             print(f"figure:   {fig}")
