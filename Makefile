@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 # the tests that exercise transformers' model code: methods, the preflight, gali-check on every method and family
-MODEL_TESTS := tests/methods tests/test_preflight.py tests/test_check.py tests/demo/test_extrapolation.py
+MODEL_TESTS := tests/methods tests/test_preflight.py tests/test_check.py tests/test_check_all.py tests/demo/test_extrapolation.py
 
 .PHONY: setup demo demo-real readme-tables test test-latest lint bench lock clean
 

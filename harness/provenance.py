@@ -35,7 +35,7 @@ def device_name(device: str) -> str:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def collect(device: str, seed: int) -> dict[str, Any]:
