@@ -60,7 +60,7 @@ class ExperimentConfig:
     tokenizer: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
-    prompt_format: Literal["auto", "reference", "chat_template", "raw"] = "auto"
+    prompt_format: Literal["auto", "reference", "chat_template", "raw", "longbench"] = "auto"
     system_prompt: str | None = None
     data_dir: str | None = None
     results_dir: str = "results"

@@ -124,8 +124,13 @@ def hub_files(repo_id: str, pattern: str, revision: str | None, missing: str, do
 
 # ----------------------------------------------------------------------------------------------------------- readers
 def read_jsonl(source: Path | str, text: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (or of `text`, named `source` in errors); a malformed line is a DataError."""
-    lines = (text if text is not None else Path(source).read_text(encoding="utf-8")).splitlines()
+    """Rows of a JSONL file (or of `text`, named `source` in errors); a malformed line is a DataError.
+
+    Lines are split on "\\n" only, as the reference reads them: a raw U+2028 / U+2029 / U+0085 (valid inside a JSON
+    string) stays in its string, where `str.splitlines` would cut the line; a "\\r" before the "\\n" is JSON
+    whitespace.
+    """
+    lines = (text if text is not None else Path(source).read_text(encoding="utf-8")).split("\n")
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

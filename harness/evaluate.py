@@ -1,7 +1,8 @@
 """Scoring stage: read an experiment's predictions, score them with the task, write scores.json.
 
 Idempotent and safe while a run is still appending (torn last lines are ignored; partial subsets are flagged).
-Shard files of a subset are merged by example id, so nothing is counted twice.
+Shard files of a subset are merged by example id, so nothing is counted twice. A record that cannot be scored
+counts as an error (`n_errors`, `n_scoring_errors`), like a failed example; the rest is scored.
 Each subset is also re-scored on its records with prompt_len >= M (`beyond_original`, M from provenance/config) and
 >= max_pe (`beyond_target`), stored next to the full-set metrics with their counts (see `score_length_subsets`).
 """
@@ -85,6 +86,37 @@ def score_length_subsets(task: Any, subset: str, records: list[dict[str, Any]],
     return out
 
 
+def score_safely(task: Any, subset: str, records: list[dict[str, Any]]
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """`task.score` on the records, so that one record that cannot be scored does not stop gali-eval.
+
+    If scoring the whole set raises, every record is scored alone: those that raise become scoring errors
+    (`{"id", "error"}`) and the others are scored together. Returns (metrics, scored records, scoring errors).
+    """
+    if not records:
+        return {"score": None}, [], []
+    try:
+        return task.score(subset, records), records, []
+    except HarnessError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - find the offending records below
+        log.debug("%s: scoring the whole set failed (%s: %s); scoring record by record", subset,
+                  type(exc).__name__, exc)
+    good, errors = [], []
+    for record in records:
+        try:
+            task.score(subset, [record])
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this record becomes a scoring error
+            log.error("%s/%s: cannot be scored (%s: %s); counted as an error", subset, record.get("id"),
+                      type(exc).__name__, exc)
+            errors.append({"id": record.get("id"), "error": f"{type(exc).__name__}: {exc}"[:500]})
+        else:
+            good.append(record)
+    return (task.score(subset, good) if good else {"score": None}), good, errors
+
+
 def shard_report(paths: list[Path], expected_ids: list[str] | None = None) -> dict[str, Any] | None:
     """Which shard files of one subset exist vs N, per-shard progress, and whether the shards are disjoint.
 
@@ -154,9 +186,11 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
         expected = task.expected_count(subset)
         if expected is not None and cfg.max_examples is not None:
             expected = min(expected, cfg.max_examples)
-        metrics = task.score(subset, ok) if ok else {"score": None}
-        metrics.update(n_scored=len(ok), n_errors=errors, n_expected=expected,
+        metrics, ok, scoring_errors = score_safely(task, subset, ok)
+        metrics.update(n_scored=len(ok), n_errors=errors + len(scoring_errors), n_expected=expected,
                        complete=expected is None or len(ok) >= expected)
+        if scoring_errors:
+            metrics.update(n_scoring_errors=len(scoring_errors), scoring_errors=scoring_errors[:20])
         metrics.update(score_length_subsets(task, subset, ok, windows))
         sharded = any(SHARD_RE.match(p.stem) for p in paths)
         shards = shard_report(paths, _expected_ids(task, cfg, subset)) if sharded else None

@@ -7,6 +7,10 @@
   config's `system_prompt` is ignored). The family is decided by the case-sensitive substrings "Llama-2"/"Llama-3" of
   the model name, as in the reference; for other names, by the tokenizer's chat template (Llama-3 header tokens or
   Llama-2 `[INST]`/`<<SYS>>`); otherwise a ConfigError (the reference would crash).
+- `longbench`: THUDM/LongBench's own `pred.py` (the LongBench leaderboard): its `build_chat` per model family
+  (`longbench_family`: Llama-2 `"[INST]" + prompt + "[/INST]"`, Vicuna/LongChat's FastChat "vicuna_v1.1"
+  conversation, XGen and InternLM strings, any other model unwrapped); the truncation budget is set by the LongBench
+  task (docs/tasks.md).
 - `auto` (default): `chat_template` when the tokenizer has one, else `raw`.
 
 Datasets in NO_WRAP_DATASETS are never chat-wrapped, in every format (LongBench: "chat models are better off
@@ -26,7 +30,16 @@ NO_WRAP_DATASETS = frozenset({"trec", "triviaqa", "samsum", "lsht", "lcc", "repo
 REFERENCE_LLAMA3_SYSTEM = "You are a pirate chatbot who always responds in pirate speak!"
 LLAMA2_B_INST, LLAMA2_E_INST = "[INST]", "[/INST]"
 LLAMA2_B_SYS, LLAMA2_E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
-PROMPT_FORMATS = ("auto", "reference", "chat_template", "raw")
+PROMPT_FORMATS = ("auto", "reference", "chat_template", "raw", "longbench")
+# THUDM/LongBench pred.py `build_chat` strings per family ("{prompt}" is replaced literally, never str.format-ted)
+LONGBENCH_CHAT = {
+    "llama2": "[INST]{prompt}[/INST]",
+    "vicuna": ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+               "detailed, and polite answers to the user's questions. USER: {prompt} ASSISTANT:"),
+    "xgen": ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+             "detailed, and polite answers to the human's questions.\n\n ### Human: {prompt}\n###"),
+    "internlm": "<|User|>:{prompt}<eoh>\n<|Bot|>:",
+}
 
 _warned: set[str] = set()
 
@@ -61,6 +74,36 @@ def require_reference_family(model_name: str, tokenizer: Any = None) -> str:
                           f"only, and '{model_name}' is neither (no 'Llama-2'/'Llama-3' in its name, no Llama chat "
                           f"template)", "use prompt_format = \"chat_template\" or \"raw\"")
     return family
+
+
+def longbench_family(model_name: str) -> str | None:
+    """The `build_chat` branch of THUDM/LongBench pred.py for a model id or path (case-insensitive, in pred.py's
+    order): 'chatglm' (not supported: it needs the model's remote-code tokenizer), 'vicuna' (longchat, vicuna),
+    'llama2' (llama2 / llama-2 / llama_2), 'xgen', 'internlm'; None = no wrapper (pred.py's fall-through)."""
+    name = model_name.lower()
+    if "chatglm" in name:
+        return "chatglm"
+    if "longchat" in name or "vicuna" in name:
+        return "vicuna"
+    if any(key in name for key in ("llama2", "llama-2", "llama_2")):
+        return "llama2"
+    for family in ("xgen", "internlm"):
+        if family in name:
+            return family
+    return None
+
+
+def longbench_chat(prompt: str, model_name: str) -> str:
+    """THUDM/LongBench pred.py's `build_chat(prompt)` for this model (the prompt unchanged for other families)."""
+    family = longbench_family(model_name)
+    if family == "chatglm":
+        raise ConfigError("prompt_format", f"'longbench' cannot build ChatGLM prompts for '{model_name}' (pred.py "
+                          "calls the model's remote-code tokenizer methods)", "use prompt_format = \"chat_template\"")
+    if family is None:
+        _warn_once("lb-family", "prompt_format 'longbench': no build_chat branch of LongBench's pred.py matches %r; "
+                   "its prompts are sent unwrapped, as pred.py does", model_name)
+        return prompt
+    return LONGBENCH_CHAT[family].replace("{prompt}", prompt)
 
 
 def effective_format(fmt: str, tokenizer: Any) -> str:
@@ -118,6 +161,8 @@ def encode_prompt(tokenizer: Any, prompt: str, fmt: str, model_name: str = "", d
     no_wrap = dataset in NO_WRAP_DATASETS
     if fmt == "raw" or no_wrap:
         return encode_plain(tokenizer, prompt)
+    if fmt == "longbench":
+        return encode_plain(tokenizer, longbench_chat(prompt, model_name))
     if fmt == "chat_template":
         return encode_chat(tokenizer, prompt, system_prompt)
     if system_prompt:

@@ -1,7 +1,8 @@
 """Run an experiment: iterate a task's examples, append one JSON line per finished example, resume on rerun.
 
 Per-example seeds come from (run seed, subset, id), so results do not depend on order or sharding. A failing
-example (OOM, generation error) becomes an error line and the run goes on; it is retried on the next run.
+example (any exception but a HarnessError: its prompt cannot be built, OOM, generation error) becomes an error line
+and the run goes on; it is retried on the next run.
 SIGTERM / SIGUSR1 (sent by SLURM before a time limit) stop the run after the current example.
 """
 
@@ -161,10 +162,11 @@ def run_example(task: Task, example: Example, engine: Engine, cfg: ExperimentCon
         fields = task.run(example, engine)
     except HarnessError:
         raise
-    except (torch.OutOfMemoryError, RuntimeError, ValueError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad example (its prompt, OOM, generation) must not stop the run
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-        log.error("example %s/%s failed: %s", example.subset, example.id, exc)
+        log.error("example %s/%s failed: %s: %s", example.subset, example.id, type(exc).__name__, exc)
+        log.debug("traceback of %s/%s", example.subset, example.id, exc_info=True)
         return {**base, "error": f"{type(exc).__name__}: {exc}"[:2000], "meta": example.meta}
     return {**base, **fields, "meta": example.meta, "seconds": round(time.perf_counter() - t0, 4),
             "peak_mem_mb": round(memory.peak_mb(device), 1)}
@@ -176,8 +178,21 @@ def plan(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), tokenizer: Any 
     out: dict[str, Any] = {}
     for subset in selected_subsets(task, cfg):
         examples = select_examples(task, subset, cfg, shard)
-        lengths = [n for n in (task.input_length(e) for e in examples) if n is not None]
+        lengths, prompt_errors = [], 0
+        for e in examples:
+            try:
+                n = task.input_length(e)
+            except HarnessError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the run would record this example as an error
+                log.warning("example %s/%s: cannot build its prompt (%s: %s)", subset, e.id, type(exc).__name__, exc)
+                prompt_errors += 1
+                continue
+            if n is not None:
+                lengths.append(n)
         entry: dict[str, Any] = {"examples": len(examples), "max_new_tokens": task.max_new_tokens(subset)}
+        if prompt_errors:
+            entry["prompt_errors"] = prompt_errors
         if lengths:
             entry["tokens"] = {"min": min(lengths), "median": int(np.median(lengths)), "max": max(lengths)}
         out[subset] = entry

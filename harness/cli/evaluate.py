@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
             parts = []
             for subset, m in doc["subsets"].items():
                 flag = "" if m["complete"] else f" (partial {m['n_scored']}/{m['n_expected']})"
+                flag += f" ({m['n_errors']} errors)" if m.get("n_errors") else ""
                 parts.append(f"{subset}={m.get('score')}{flag}")
             log.info("%s [%s/%s]: %s", exp.name, doc["task"], doc["method"], ", ".join(parts))
             for key, sub in (doc.get("length_subsets") or {}).items():

@@ -46,7 +46,8 @@ def dry_run(cfg, shard: tuple[int, int]) -> None:
     for subset, entry in steps.items():
         toks = entry.get("tokens")
         lengths = f" tokens min/median/max={toks['min']}/{toks['median']}/{toks['max']}" if toks else ""
-        print(f"  {subset}: {entry['examples']} examples{lengths} max_new_tokens={entry['max_new_tokens']}")
+        errors = f" prompt_errors={entry['prompt_errors']}" if entry.get("prompt_errors") else ""
+        print(f"  {subset}: {entry['examples']} examples{lengths} max_new_tokens={entry['max_new_tokens']}{errors}")
 
 
 def main(argv: list[str] | None = None) -> int:

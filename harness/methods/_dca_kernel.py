@@ -37,12 +37,13 @@ class DcaKernel:
     """
 
     def __init__(self, tables: RopeTables, original_window: int, chunk_size: int, chunk_len: int,
-                 mscale_mode: MscaleMode = "per_sample", max_cache_len: int | None = None):
+                 mscale_mode: MscaleMode = "per_sample", max_cache_len: int | None = None, mscale_coef: float = 0.1):
         self.tables = tables
         self.original_window = original_window
         self.chunk_size = chunk_size
         self.chunk_len = chunk_len
         self.mscale_mode = mscale_mode
+        self.mscale_coef = mscale_coef
         self.max_cache_len = max_cache_len
         self._max_len = original_window  # reference: tables first built for M, rebuilt when a longer length comes
         self._key_scale = torch.empty(0, dtype=torch.float64)
@@ -58,9 +59,9 @@ class DcaKernel:
         if self.mscale_mode == "off":
             return 1.0, None
         if self.mscale_mode == "per_sample":
-            return mscale(K, self.original_window) ** 2, None
+            return mscale(K, self.original_window, self.mscale_coef) ** 2, None
         self._max_len = max(self._max_len, K)
-        m = mscale(self._max_len, self.original_window)
+        m = mscale(self._max_len, self.original_window, self.mscale_coef)
         if s == K or self._key_scale.numel() < K - s:  # a new sequence (or an unknown cache): restart the record
             self._key_scale = torch.full((K,), m, dtype=torch.float64)
         elif self._key_scale.numel() < K:  # first layer of this forward: the new keys get the current factor

@@ -54,7 +54,8 @@ def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int
     return out.masked_fill(q_pos[:, None] < k_pos[None, :], float("nan"))
 
 
-def mscale(seq_len: int, original_window: int) -> float:
-    """ChunkLlama's YaRN-style factor on q and k (logits × mscale²): 1 if seq_len ≤ M, else 0.1·ln(seq_len/M) + 1."""
+def mscale(seq_len: int, original_window: int, coef: float = 0.1) -> float:
+    """ChunkLlama's YaRN-style factor on q and k (logits × mscale²): 1 if seq_len ≤ M, else coef·ln(seq_len/M) + 1
+    (coef 0.1 in ChunkLlama's flash_decoding_chunkllama.py, 0.05 in its chunkllama_attn_replace.py)."""
     ratio = seq_len / original_window
-    return 1.0 if ratio <= 1 else 0.1 * math.log(ratio) + 1.0
+    return 1.0 if ratio <= 1 else coef * math.log(ratio) + 1.0

@@ -28,15 +28,23 @@ except ImportError:  # pragma: no cover
 class ChunkLlamaParams:
     """Chunk size S (default floor(3M/4)) and local window W (default floor(M/16)); chunk length C = S − W.
 
-    `mscale`: the YaRN-style factor 0.1·ln(len/M) + 1 that ChunkLlama puts on q and k (logits × mscale²) when the
+    `mscale`: the YaRN-style factor c·ln(len/M) + 1 that ChunkLlama puts on q and k (logits × mscale²) when the
     length exceeds M. "per_sample" (default): from the current sequence length, no state; "stateful": the
     reference's behaviour — the factor follows the longest length seen so far in the run (never shrinks), cached
     keys keep the factor of the step that wrote them; "off": no factor.
+
+    `mscale_variant`: which official ChunkLlama entry point gives c. "flash_decoding" (default, c = 0.1): its
+    `flash_decoding_chunkllama.py`, the one the GALI reference runs; "attn_replace" (c = 0.05): its
+    `chunkllama_attn_replace.py`, the one ChunkLlama's README uses (docs/methods/selfextend_dca.md).
     """
 
     chunk_size: int | None = None
     local_window: int | None = None
     mscale: Literal["per_sample", "stateful", "off"] = "per_sample"
+    mscale_variant: Literal["flash_decoding", "attn_replace"] = "flash_decoding"
+
+
+MSCALE_COEF = {"flash_decoding": 0.1, "attn_replace": 0.05}  # c of c·ln(len/M) + 1 per ChunkLlama entry point
 
 
 def check_sizes(chunk_size: int, local_window: int, original_window: int | None) -> None:
@@ -84,7 +92,7 @@ class ChunkLlama(Method):
         check_sizes(S, W, info.original_window)
         self.params.chunk_size, self.params.local_window = S, W
         self.kernel = DcaKernel(RopeTables(model), info.original_window, S, C, self.params.mscale,
-                                max_cache_len=self.cfg.max_pe)
+                                max_cache_len=self.cfg.max_pe, mscale_coef=MSCALE_COEF[self.params.mscale_variant])
         install_kernel(model, self.kernel)
 
     def exact_length(self, info: ModelInfo) -> int | None:

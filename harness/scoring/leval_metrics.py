@@ -1,9 +1,17 @@
-"""L-Eval closed-ended ("exam") scoring, reproducing ``leval/Evaluation`` + GALI's ``leval_eval`` exactly.
+"""L-Eval closed-ended ("exam") scoring, reproducing ``leval/Evaluation`` + GALI's ``leval_eval`` (``result.json``).
 
-The answer parsers behave like the official ones (quirks included); the only deliberate difference is that routing
-uses the TASK NAME instead of a substring of the full output path (so an experiment name cannot mis-route a task).
-Inputs on which the official code crashes get a defined result and a logged warning. ``strict=True`` selects the
-corrected parsers of :mod:`harness.scoring.leval_strict` (not comparable with published numbers).
+The answer parsers, the exact match and the 4-decimal rounding of each metric behave like the official ones (quirks
+included), and the topic_retrieval / sci_fi task means are the unrounded means of those 4-decimal sub-scores, as in
+the reference. Deliberate differences:
+
+- routing uses the TASK NAME instead of a substring of the full output path (so an experiment name cannot mis-route
+  a task);
+- inputs on which the official code crashes (blank multiple-choice truth, sci_fi text without "[fact:", no rows)
+  get a defined result and a logged warning;
+- ``min_prefill_len`` (the ``result_o`` subset) scores the subset itself, not the reference's buggy mix with the
+  full-set metrics (docs/tasks.md);
+- ``strict=True`` selects the corrected parsers of :mod:`harness.scoring.leval_strict` (not comparable with
+  published numbers).
 """
 
 from __future__ import annotations
@@ -251,8 +259,8 @@ def score_leval_task(task: str, rows: Sequence[Mapping[str, Any]], *, strict: bo
       task: {"LEval_score": mean of the three EMs}}``;
     - sci_fi: ``{task_loyalty, task_fact: metrics, task: {"LEval_score": mean of the two EMs}}``.
 
-    Means are rounded to 4 decimals (the reference leaves them unrounded). Empty ``rows`` give ``{}`` (the reference
-    skips the file).
+    The task means are not rounded again (as in the reference: the sum of the 4-decimal EMs divided by 3 or 2).
+    Empty ``rows`` give ``{}`` (the reference skips the file).
     """
     if not rows:
         logger.warning("no rows for L-Eval task %s; nothing to score", task)
@@ -306,5 +314,5 @@ def score_leval_task(task: str, rows: Sequence[Mapping[str, Any]], *, strict: bo
         out = {f"{task}_loyalty": metrics[0], f"{task}_fact": metrics[1]}
     else:
         return {task: metrics[0]}
-    out[task] = {"LEval_score": round(sum(m["exact_match"] for m in metrics) / len(metrics), 4)}
+    out[task] = {"LEval_score": sum(m["exact_match"] for m in metrics) / len(metrics)}
     return out

@@ -6,9 +6,11 @@ per instruction: the task's system prompt and message format, 512 new tokens, gr
 task name (never by substrings of output paths).
 
 Prompt formats: `reference` reproduces GALI exactly (Llama-2 `[INST]<<SYS>>…` strings, with the missing `[/INST]`
-for gsm100/codeU and `str.format` applied to the finished message; Llama-3: the bodies with the system prompt as the
-chat system message); `chat_template` uses the tokenizer's template with the task's system prompt; `raw` sends
-`system prompt + "\\n\\n" + body` as plain text. The config's `system_prompt` only applies to the sci_fi fact query.
+for gsm100/codeU and `str.format` applied to the finished message, the message kept as is when that raises;
+Llama-3: the bodies with the system prompt as the chat system message; predictions decoded with transformers 4.x's
+clean-up where the tokenizer asks for it); `chat_template` uses the tokenizer's template with the task's system
+prompt; `raw` sends `system prompt + "\\n\\n" + body` as plain text. The config's
+`system_prompt` only applies to the sci_fi fact query.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from harness.prompting import (
     require_reference_family,
     stop_token_ids,
 )
-from harness.tasks._common import table, word_truncate
+from harness.tasks._common import prediction_text, table, word_truncate
 from harness.tasks.base import TASKS, Example, Task
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,12 @@ def message_kind(task: str) -> str:
 
 
 def reference_format(message: str, document: str, inst: str) -> str:
-    """The reference's `message.format(document=..., inst=...)` inside try/except (the raw message on failure)."""
+    """The reference's `message.format(document=..., inst=...)`, falling back to the unformatted message on ANY
+    exception, as the reference's bare `except` does (e.g. TypeError for `{inst[key]}` or `{document[0:5]}` in a
+    document, KeyError for `{x}`, ValueError for a lone `{`)."""
     try:
         return message.format(document=document, inst=inst)
-    except (KeyError, IndexError, ValueError, AttributeError):
+    except Exception:  # noqa: BLE001 - the reference catches everything here
         return message
 
 
@@ -131,6 +135,9 @@ class LEval(Task):
         if options.max_new_tokens <= 0 or options.truncation_step <= 0 or options.truncation_slack < 0:
             raise ConfigError("task_options", "max_new_tokens and truncation_step must be positive, "
                               "truncation_slack >= 0", "use the defaults 512, 250 and 50 (the reference)")
+        if cfg.prompt_format == "longbench":
+            raise ConfigError("prompt_format", "'longbench' is THUDM/LongBench's pred.py format and has no L-Eval "
+                              "prompts", "use \"reference\" (GALI's L-Eval prompts), \"chat_template\" or \"raw\"")
         if cfg.max_pe - options.max_new_tokens - options.truncation_slack < 2:
             raise ConfigError("max_pe", f"{cfg.max_pe} leaves no room for the document (max_pe - "
                               f"{options.max_new_tokens} - {options.truncation_slack} < 2)",
@@ -206,13 +213,16 @@ class LEval(Task):
         task = example.subset
         document, truncated = self.document(task, example.meta["doc"])
         stops = stop_token_ids(self.tokenizer, engine.model)
+        clean_up = effective_format(self.cfg.prompt_format, self.tokenizer) == "reference"  # 4.x decode spacing
         gen = engine.generate(self.encode(task, document, example.inputs), self.options.max_new_tokens, stops)
-        record = {**gen.record_fields(), "query": example.inputs, "gt": example.references,
+        text = prediction_text(self.tokenizer, gen, clean_up)
+        record = {**gen.record_fields(), "prediction": text, "query": example.inputs, "gt": example.references,
                   "evaluation": example.meta["evaluation"], "truncated": truncated}
         if task == "sci_fi" and self.options.fact_query:
             fact = engine.generate(self.encode_fact(example.inputs), self.options.max_new_tokens, stops)
-            record.update(prediction=f"{gen.text} [fact: {fact.text}]", main_prediction=gen.text,
-                          fact_prediction=fact.text, fact_prompt_len=fact.prompt_len, fact_gen_len=fact.new_tokens)
+            fact_text = prediction_text(self.tokenizer, fact, clean_up)
+            record.update(prediction=f"{text} [fact: {fact_text}]", main_prediction=text,
+                          fact_prediction=fact_text, fact_prompt_len=fact.prompt_len, fact_gen_len=fact.new_tokens)
         return record
 
     # ------------------------------------------------------------------------------------------------ scoring

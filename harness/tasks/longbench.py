@@ -5,6 +5,10 @@ the 5 Chinese datasets can be selected with `subsets`. Per example: `dataset2pro
 truncation to `max_pe - max_new_tokens - 50` tokens, the prompt format (`reference`: Llama-2 `[INST]…[/INST]` /
 Llama-3 chat with the pirate system prompt; the no-wrap datasets stay plain), greedy decoding with
 `dataset2maxlen[name]` new tokens; samsum also stops at a newline and generates at least one token.
+
+`prompt_format = "longbench"` reproduces THUDM/LongBench's own pred.py instead: the prompt is cut to the model's
+max length of its `model2maxlen` table (`longbench_max_length`; no generation budget, no slack) and wrapped by its
+`build_chat` for the model's family (harness.prompting.longbench_chat).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 from harness import data
 from harness.errors import ConfigError, DataError
-from harness.prompting import encode_prompt, newline_token_id, stop_token_ids
-from harness.tasks._common import middle_truncate, table
+from harness.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
+from harness.tasks._common import middle_truncate, prediction_text, table
 from harness.tasks.base import TASKS, Example, Task
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,12 @@ def base_dataset(subset: str) -> str:
     return subset[:-2] if subset.endswith("_e") and subset[:-2] in LONGBENCH_E else subset
 
 
+def longbench_max_length(max_pe: int) -> int:
+    """THUDM/LongBench's `model2maxlen` rule: the window in thousands of tokens, times 1000, minus 500. For the
+    models of its table at their windows (4096, 8192, 16384, 32768) this gives its values 3500, 7500, 15500, 31500."""
+    return 1000 * (max_pe // 1000) - 500
+
+
 def build_prompt(subset: str, row: dict[str, Any]) -> str:
     """The reference prompt: `dataset2prompt[dataset].format(**row)`."""
     return table("longbench_dataset2prompt")[base_dataset(subset)].format(**row)
@@ -49,6 +59,7 @@ class LongBenchOptions:
     revision: str | None = None
     truncation_slack: int = 50  # tokens kept free for the chat wrapper (reference: 50)
     max_new_tokens: int | None = None  # overrides dataset2maxlen for every subset (not the reference)
+    max_length: int | None = None  # prompt_format "longbench": truncation length (default: model2maxlen's rule)
 
 
 @TASKS.register
@@ -72,6 +83,14 @@ class LongBench(Task):
             raise ConfigError("task_options.max_new_tokens", "must be positive", "remove it to use dataset2maxlen")
         if options.truncation_slack < 0:
             raise ConfigError("task_options.truncation_slack", "must be >= 0", "use 50 (the reference)")
+        if options.max_length is not None and options.max_length < 2:
+            raise ConfigError("task_options.max_length", f"must be >= 2, got {options.max_length}",
+                              "remove it to use LongBench's model2maxlen rule (1000 * (max_pe // 1000) - 500)")
+        if cfg.prompt_format == "longbench":
+            if options.max_length is None and longbench_max_length(cfg.max_pe) < 2:
+                raise ConfigError("max_pe", f"{cfg.max_pe} leaves no prompt under LongBench's model2maxlen rule "
+                                  "(1000 * (max_pe // 1000) - 500 < 2)", "raise max_pe or set task_options.max_length")
+            return  # the budget does not depend on the generation length in this format
         names = cfg.subsets or ([f"{n}_e" for n in LONGBENCH_E] if options.longbench_e else LONGBENCH_EN)
         maxlen = table("longbench_dataset2maxlen")
         for name in names:
@@ -97,7 +116,10 @@ class LongBench(Task):
         return self.options.max_new_tokens or int(table("longbench_dataset2maxlen")[base_dataset(subset)])
 
     def budget(self, subset: str) -> int:
-        """Token budget of the truncated plain prompt: max_pe - max_new_tokens - slack (reference: 50)."""
+        """Token budget of the truncated plain prompt: max_pe - max_new_tokens - slack (reference: 50); with
+        prompt_format "longbench", `task_options.max_length` or LongBench's model2maxlen rule."""
+        if self.cfg.prompt_format == "longbench":
+            return int(self.options.max_length or longbench_max_length(self.cfg.max_pe))
         return int(self.cfg.max_pe - self.max_new_tokens(subset) - self.options.truncation_slack)
 
     # --------------------------------------------------------------------------------------------------- data
@@ -130,10 +152,15 @@ class LongBench(Task):
     # ---------------------------------------------------------------------------------------------------- run
     def prepare(self, example: Example) -> tuple[list[int], bool]:
         """(input ids, truncated) of one example: middle truncation, then the prompt format."""
-        prompt, truncated = middle_truncate(self.tokenizer, example.inputs, self.budget(example.subset))
+        prompt, truncated = middle_truncate(self.tokenizer, example.inputs, self.budget(example.subset),
+                                            clean_up=self.clean_up())
         ids = encode_prompt(self.tokenizer, prompt, self.cfg.prompt_format, self.cfg.model,
                             base_dataset(example.subset), self.cfg.system_prompt)
         return ids, truncated
+
+    def clean_up(self) -> bool:
+        """Decode like the reference's transformers 4.x (docs/tasks.md): in the reference and longbench formats."""
+        return effective_format(self.cfg.prompt_format, self.tokenizer) in ("reference", "longbench")
 
     def input_length(self, example: Example) -> int | None:
         return len(self.prepare(example)[0]) if self.tokenizer is not None else None
@@ -146,7 +173,8 @@ class LongBench(Task):
             stops.append(newline_token_id(self.tokenizer))
             min_new = 1
         gen = engine.generate(ids, self.max_new_tokens(example.subset), stops, min_new)
-        return {**gen.record_fields(), "answers": example.references["answers"],
+        return {**gen.record_fields(), "prediction": prediction_text(self.tokenizer, gen, self.clean_up()),
+                "answers": example.references["answers"],
                 "all_classes": example.references["all_classes"], "length": example.meta["length"],
                 "truncated": truncated}
 

@@ -232,3 +232,20 @@ def test_strict_parsers():
     assert process_math_strict("The answer is 1,000.") == "1000"
     assert process_math_strict("so -3.5 apples\n\nlater 7") == "-3.5"
     assert process_math_strict("the answer is: $18.00") == "18"
+
+
+def test_task_means_are_not_rounded_again():
+    """The reference divides the sum of the 4-decimal sub-scores by 3 (topic) or 2 (sci_fi) and stops there."""
+    # topic: slot 1 = 1/3 right → 33.3333, slots 2 and 3 all right → 100.0 each
+    pairs = [("a", "a"), ("b", "b"), ("c", "c"), ("d", "x"), ("e", "e"), ("f", "f"), ("g", "x"), ("h", "h"),
+             ("i", "i")]
+    out = le.score_leval_task("topic_retrieval_longchat", _rows(pairs))
+    assert out["topic_retrieval_longchat_1"]["exact_match"] == 33.3333
+    assert out["topic_retrieval_longchat"]["LEval_score"] == (33.3333 + 100.0 + 100.0) / 3  # 77.77776666…
+    assert out["topic_retrieval_longchat"]["LEval_score"] != 77.7778
+    # sci_fi: loyalty 1/3 right → 33.3333, fact all right → 100.0: mean 66.66665, not rounded to 4 decimals
+    rows = _rows([("True [fact: True]", "true [fact: true]"), ("True [fact: True]", "false [fact: true]"),
+                  ("True [fact: True]", "false [fact: true]")])
+    out = le.score_leval_task("sci_fi", rows)
+    assert (out["sci_fi_loyalty"]["exact_match"], out["sci_fi_fact"]["exact_match"]) == (33.3333, 100.0)
+    assert out["sci_fi"]["LEval_score"] == (33.3333 + 100.0) / 2 == 66.66665
