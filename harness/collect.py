@@ -66,7 +66,11 @@ def identity(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
 def detail_columns(task: str, doc: dict[str, Any]) -> dict[str, Any]:
     """Per-length columns: needle `acc@<L>` (pass rate per length), pg19 `ppl@<L>` (token-weighted PPL)."""
     from harness.plots import ppl_curve  # noqa: PLC0415
+    from harness.task_reports import detail_columns as task_details  # noqa: PLC0415
 
+    special = task_details(task, doc)  # tasks with their own per-length columns (ruler)
+    if special is not None:
+        return special
     out: dict[str, Any] = {}
     single = len(doc.get("subsets") or {}) == 1
     for subset, metrics in (doc.get("subsets") or {}).items():
@@ -252,7 +256,8 @@ def make_figures(by_task: dict[str, list[Item]], out_dir: Path) -> list[Path]:
 def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[str, Any]:
     """Write `out` (xlsx, a sheet per task) plus <table>.csv, <table>.md, summary.md, comparison.* and figures/
     beside it. Returns {"tables": {task: DataFrame} (the workbook's sheets), "length_tables": {"<task>_beyond_orig":
-    DataFrame, ...}, "markdown": str, "figures": [paths], "files": [paths]}."""
+    DataFrame, ...}, "task_tables": {"ruler_by_length": DataFrame, ...} (harness.task_reports; also workbook sheets),
+    "markdown": str, "figures": [paths], "files": [paths]}."""
     by_task: dict[str, list[Item]] = {}
     for exp, doc in load_scores(exps):
         by_task.setdefault(str(doc.get("task")), []).append((exp, doc))
@@ -264,13 +269,16 @@ def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[st
             rows = [r for r in (length_subset_row(e, d, key) for e, d in items) if r is not None]
             if any(r["n_in_subset"] for r in rows):
                 length_tables[f"{task}_{suffix}"] = build_table(rows, ID_COLUMNS[:6] + LENGTH_COLUMNS)
-    result: dict[str, Any] = {"tables": tables, "length_tables": length_tables, "markdown": "", "figures": [],
-                              "files": []}
+    from harness.task_reports import task_tables  # noqa: PLC0415
+
+    extra_tables = task_tables(by_task)  # task-specific tables (ruler_by_length, longbench_v2_categories)
+    result: dict[str, Any] = {"tables": tables, "length_tables": length_tables, "task_tables": extra_tables,
+                              "markdown": "", "figures": [], "files": []}
     if not tables:
         return result
     out.parent.mkdir(parents=True, exist_ok=True)
     sections = []
-    for sheet, df in {**tables, **length_tables}.items():
+    for sheet, df in {**tables, **length_tables, **extra_tables}.items():
         md = to_markdown(df)
         sections.append(f"## {sheet}\n\n{md}\n")
         df.to_csv(out.parent / f"{sheet}.csv", index=False)
@@ -284,7 +292,7 @@ def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[st
         result["files"] += [out.parent / "comparison.csv", out.parent / "comparison.md"]
     result["markdown"] = "\n".join(sections)
     (out.parent / "summary.md").write_text(result["markdown"])
-    _write_excel(tables, out)
+    _write_excel({**tables, **extra_tables}, out)
     result["files"] += [out.parent / "summary.md", out]
     if plots:
         result["figures"] = make_figures(by_task, out.parent / "figures")

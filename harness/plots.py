@@ -148,6 +148,16 @@ def needle_grid(doc: dict[str, Any]) -> tuple[list[float], list[float], list[lis
     return lengths, depths, grid
 
 
+def needle_tick_labels(doc: dict[str, Any], lengths: list[float]) -> list[str]:
+    """Length tick labels: the measured mean prompt tokens of each length (`tokens_by_length`) when recorded."""
+    real: dict[float, float] = {}
+    for metrics in (doc.get("subsets") or {}).values():
+        for key, value in (metrics.get("tokens_by_length") or {}).items():
+            if _number(value) is not None:
+                real[float(key)] = float(value)
+    return [str(round(real[x])) if x in real else _length_label(x) for x in lengths]
+
+
 def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """One heatmap per experiment: rows = needle depth (%), columns = length, colour = pass rate (%)."""
     import numpy as np  # noqa: PLC0415
@@ -160,14 +170,15 @@ def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             log.info("%s: no needle cells to plot", doc.get("exp_name"))
             continue
         scores = [_number(m.get("score")) for m in doc["subsets"].values()]
-        path, sig = out_dir / f"needle_{stem}.png", signature(_label(doc), _window(doc), grid, lengths, depths, scores)
+        ticks = needle_tick_labels(doc, lengths)
+        path, sig = out_dir / f"needle_{stem}.png", signature(_label(doc), _window(doc), grid, ticks, depths, scores)
         if is_current(path, sig):
             paths.append(path)
             continue
         values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
         fig, ax = _figure(max(5.0, 0.5 * len(lengths) + 2.6), max(3.2, 0.25 * len(depths) + 1.6), (0.8, 0.8, 1.4, 0.4))
         image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto", interpolation="nearest")
-        ax.set_xticks(range(len(lengths)), [_length_label(x) for x in lengths], rotation=45 if len(lengths) > 8 else 0)
+        ax.set_xticks(range(len(lengths)), ticks, rotation=45 if len(lengths) > 8 else 0)
         ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
         ax.set_ylabel("needle depth")
         if values.size <= ANNOTATE_MAX_CELLS:
@@ -175,7 +186,7 @@ def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                 if not np.isnan(v):
                     ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
         window = _window(doc)
-        xlabel = "context length (tokens)"
+        xlabel = "prompt length (measured tokens)"
         if window is not None and lengths[0] < window <= lengths[-1]:
             x = next(i for i, length in enumerate(lengths) if length >= window) - 0.5
             ax.axvline(x, color="black", linestyle="--", linewidth=1.2)
@@ -290,7 +301,15 @@ def plot_bars(docs: list[dict[str, Any]], out_dir: Path, task: str = "longbench"
     return paths
 
 
+def plot_ruler(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """RULER per-length curves (drawn by harness.task_reports)."""
+    from harness.task_reports import plot_ruler as draw  # noqa: PLC0415
+
+    return draw(docs, out_dir)
+
+
 PLOTTERS: dict[str, Plotter] = {
+    "ruler": plot_ruler,
     "needle": plot_needle,
     "pg19": plot_ppl,
     "longbench": partial(plot_bars, task="longbench"),

@@ -4,8 +4,9 @@
     gali-data download all --to /shared/gali-data  # also write plain files: <dir>/longbench/*.jsonl, <dir>/leval/...
     gali-data where longbench                      # cached? which file to put where for data_dir
     gali-data download longbench --cfg configs/longbench/x.toml   # repo ids / file names from [task_options]
+    gali-data download ruler --to /shared/gali-data  # SQuAD + HotpotQA dev and PG19 essay books: <dir>/ruler/
 
-needle and passkey are synthetic and need no data.
+needle and passkey are synthetic and need no data; ruler needs only its two QA sets and the essay haystack text.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from harness import data
 from harness.cli._common import guarded, setup_logging
 from harness.errors import HarnessError
 
-DATA_TASKS = ("longbench", "leval", "pg19")
+DATA_TASKS = ("longbench", "leval", "pg19", "ruler", "longbench_v2")
+RULER_ESSAY_BOOKS = 10  # PG19 books written to <dir>/ruler/ as the essay haystack (> 500k words)
 SYNTHETIC = ("needle", "passkey")
 
 
@@ -84,6 +86,17 @@ def download(task: str, opts: Any, to: str | None) -> None:
                 shutil.copyfile(path, dest)
         if to:
             print(f"leval: {len(LEVAL_TASKS)} JSONL files -> {Path(to) / 'leval'} (data_dir)")
+    elif task == "ruler":
+        download_ruler(to)
+    elif task == "longbench_v2":
+        path = data.hub_file(opts.repo_id, opts.filename, opts.revision, f"LongBench v2: {opts.filename} of "
+                             f"{opts.repo_id} could not be fetched")
+        print(f"longbench_v2: {path}")
+        if to:
+            dest = Path(to) / "longbench_v2" / opts.filename
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            print(f"longbench_v2: {opts.filename} -> {dest.parent} (data_dir)")
     else:
         files = data.pg19_files(opts.repo_id, opts.pattern, opts.revision)
         for f in files:
@@ -91,6 +104,38 @@ def download(task: str, opts: Any, to: str | None) -> None:
         if to:
             written = data.export_documents(data.read_documents(files, opts.text_column), Path(to) / "pg19")
             print(f"pg19: {len(written)} books as .txt -> {Path(to) / 'pg19'} (data_dir)")
+
+
+def squad_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flat SQuAD rows (the hub parquet copy) -> the official SQuAD 2.0 JSON schema (articles, paragraphs, qas)."""
+    articles: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for i, r in enumerate(rows):
+        paragraphs = articles.setdefault(r["title"], {})
+        paragraphs.setdefault(r["context"], []).append(
+            {"id": f"q{i:06d}", "question": r["question"], "is_impossible": r["impossible"],
+             "answers": [{"text": a, "answer_start": r["context"].find(a)} for a in r["answers"]]})
+    return {"version": "v2.0", "data": [{"title": t, "paragraphs": [{"context": c, "qas": q} for c, q in ps.items()]}
+                                        for t, ps in articles.items()]}
+
+
+def download_ruler(to: str | None) -> None:
+    """SQuAD 2.0 dev (hub parquet), HotpotQA dev distractor (hub JSON) and the PG19 books of the essay haystack."""
+    import json  # noqa: PLC0415
+
+    from harness.tasks import _ruler_data as R  # noqa: PLC0415
+
+    squad = R.qa_raw("squad", None)
+    hotpot = data.hub_file(R.HOTPOTQA_REPO, R.HOTPOTQA_FILE, R.HOTPOTQA_REVISION, "RULER: HotpotQA dev could not be "
+                           "fetched")
+    books = data.pg19_files()
+    print(f"ruler: SQuAD ({len(squad)} questions), {hotpot}, PG19 essay books ({len(books)} files)")
+    if to:
+        dest = Path(to) / "ruler"
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "squad.json").write_text(json.dumps(squad_json(squad)), encoding="utf-8")
+        shutil.copyfile(hotpot, dest / "hotpotqa.json")
+        written = data.export_documents(data.read_documents(books)[:RULER_ESSAY_BOOKS], dest)
+        print(f"ruler: squad.json, hotpotqa.json and {len(written)} essay books (.txt) -> {dest} (data_dir)")
 
 
 def where(task: str, opts: Any, data_dir: str | None) -> None:
@@ -110,6 +155,18 @@ def where(task: str, opts: Any, data_dir: str | None) -> None:
             show(f"{opts.repo_id}/{filename}", data.cached_file(opts.repo_id, filename, opts.revision),
                  "gali-data download leval")
         print("  data_dir layout: <data_dir>/<task>.jsonl, e.g. coursera.jsonl")
+    elif task == "ruler":
+        from harness.tasks import _ruler_data as R  # noqa: PLC0415
+
+        show(f"{R.HOTPOTQA_REPO}/{R.HOTPOTQA_FILE}", data.cached_file(R.HOTPOTQA_REPO, R.HOTPOTQA_FILE,
+                                                                      R.HOTPOTQA_REVISION), "gali-data download ruler")
+        print(f"  SQuAD: {R.SQUAD_REPO}/{R.SQUAD_PATTERN}; essay haystack: the pg19 books (see `gali-data where pg19`)")
+        print("  data_dir layout: <data_dir>/squad.json (SQuAD 2.0 dev), hotpotqa.json (HotpotQA dev distractor), "
+              "*.txt (essay haystack text, name order)")
+    elif task == "longbench_v2":
+        show(f"{opts.repo_id}/{opts.filename}", data.cached_file(opts.repo_id, opts.filename, opts.revision),
+             "gali-data download longbench_v2")
+        print(f"  data_dir layout: <data_dir>/{opts.filename}")
     else:
         try:
             files = data.pg19_files(opts.repo_id, opts.pattern, opts.revision, download=False)

@@ -1,19 +1,28 @@
 """`needle`: the reference's synthetic pass-key grid (harness.md §2.4).
 
-Lengths `min_k…max_k` step `gap` (thousands of nominal tokens; or `task_options.lengths` in tokens), 16 depths
+Lengths `min_k…max_k` step `gap` (thousands of tokens; or `task_options.lengths` in tokens), 16 depths
 (i/16, i = 1..16), `times` trials per cell, the reference's filler, wording and scoring (key substring of the
-answer). Every trial is recorded with its real token length; keys derive from the run seed and the trial id.
+answer). By default (`fit = "tokens"`) the filler of every trial is fitted so that the model input, in the configured
+prompt format, has the stated number of tokens (the longest filler that does not exceed it: a few tokens below at
+most); `fit = "reference"` keeps the reference's filler of int(3.75·L // 1024 · 1024) characters. Every trial is
+recorded with its measured token length; `task_options.lengths` above `max_pe` are refused (the reference's
+`min_k…max_k` grid may pass `max_pe`, as in its configs: a warning). Keys derive from the run seed and the
+trial id.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from harness.errors import ConfigError
 from harness.prompting import encode_prompt, stop_token_ids
 from harness.tasks.base import TASKS, Example, Task
+
+log = logging.getLogger(__name__)
 
 TASK_DESCRIPTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
                     "I will quiz you about the important information there.")
@@ -47,27 +56,89 @@ def build_prompt(key: int, depth: float, n_garbage: int) -> str:
 
 
 class PassKeyRun(Task):
-    """Prompting, generation and the substring check shared by the pass-key tasks (`needle`, `passkey`)."""
+    """Prompting, filler fitting, generation and the substring check shared by `needle` and `passkey`."""
+
+    def __init__(self, cfg: Any, options: Any, tokenizer: Any = None):
+        super().__init__(cfg, options, tokenizer)
+        self._hints: dict[int, int] = {}  # target tokens -> filler characters of the last fitted trial
+        self._warned = False
+
+    def encode_text(self, prompt: str) -> list[int]:
+        return encode_prompt(self.tokenizer, prompt, self.cfg.prompt_format, self.cfg.model, "passkey",
+                             self.cfg.system_prompt)
+
+    def target_tokens(self, example: Example) -> int | None:
+        """The token length the filler is fitted to (None: the filler size is given in characters)."""
+        return None
+
+    def prompt_for(self, example: Example, n_garbage: int) -> str:
+        """The example's prompt with `n_garbage` filler characters (for fitting)."""
+        return example.inputs
 
     def encode(self, example: Example) -> list[int]:
-        return encode_prompt(self.tokenizer, example.inputs, self.cfg.prompt_format, self.cfg.model, "passkey",
-                             self.cfg.system_prompt)
+        return self.prepare(example)[0]
+
+    def prepare(self, example: Example) -> tuple[list[int], int | None]:
+        """(input ids, fitted filler characters or None) of a trial; warns once about inputs longer than max_pe."""
+        target = self.target_tokens(example)
+        if target is None:
+            ids, n = self.encode_text(example.inputs), None
+        else:
+            ids, n = self.fit_filler(lambda c: self.prompt_for(example, c), target)
+        if self.cfg.max_pe and len(ids) > self.cfg.max_pe and not self._warned:
+            self._warned = True
+            log.warning("%s: the prompt of trial %s has %d tokens, more than max_pe = %d (runs beyond the target "
+                        "window)", self.cfg.exp_name, example.id, len(ids), self.cfg.max_pe)
+        return ids, n
+
+    def fit_filler(self, make: Callable[[int], str], target: int) -> tuple[list[int], int]:
+        """The longest filler (characters) whose encoded prompt has at most `target` tokens, and its ids: a bracket
+        around the previous fit of this target (or 3.75 characters per token), then bisection."""
+        memo: dict[int, list[int]] = {}
+
+        def ids(n: int) -> list[int]:
+            if n not in memo:
+                memo[n] = self.encode_text(make(n))
+            return memo[n]
+
+        start = self._hints.get(target, int(3.75 * target))
+        step = max(16, start // 64)
+        lo, hi = start, None
+        while len(ids(lo)) > target:
+            if lo == 0:
+                raise ConfigError("task_options.lengths", f"{target} tokens is shorter than the prompt without "
+                                  f"filler ({len(ids(0))} tokens)", "use a longer length")
+            hi, lo, step = lo, max(0, lo - step), step * 2
+        if hi is None:
+            hi = lo + step
+            while len(ids(hi)) <= target:
+                lo, hi, step = hi, hi + step, step * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if len(ids(mid)) <= target else (lo, mid)
+        self._hints[target] = lo
+        return ids(lo), lo
 
     def input_length(self, example: Example) -> int | None:
         return len(self.encode(example)) if self.tokenizer is not None else None
 
     def run(self, example: Example, engine: Any) -> dict[str, Any]:
         key = example.references[0]
+        ids, n_garbage = self.prepare(example)
         budget = len(self.tokenizer(key, add_special_tokens=False)["input_ids"]) + self.options.extra_new_tokens
-        gen = engine.generate(self.encode(example), budget, stop_token_ids(self.tokenizer, engine.model))
-        return {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
+        gen = engine.generate(ids, budget, stop_token_ids(self.tokenizer, engine.model))
+        out = {**gen.record_fields(), "references": example.references, "passed": key in gen.text}
+        if n_garbage is not None:
+            out.update(target_tokens=self.target_tokens(example), n_garbage=n_garbage)
+        return out
 
 
 @dataclass
 class NeedleOptions:
     """[task_options] for needle."""
 
-    lengths: list[int] | None = None  # nominal token lengths; overrides min_k/max_k/gap
+    lengths: list[int] | None = None  # token lengths; overrides min_k/max_k/gap
+    fit: Literal["tokens", "reference"] = "tokens"  # filler fitted to the length in tokens, or 3.75 chars/token
     depths: int = 16  # depths i/depths for i = 1..depths (the reference never tests 0%)
     depth_list: list[float] | None = None  # explicit depth fractions in (0, 1]; overrides `depths`
     chars_per_token: float = 3.75
@@ -103,6 +174,21 @@ class Needle(PassKeyRun):
                               "e.g. depth_list = [0.25, 0.5, 1.0]")
         if options.key_min > options.key_max:
             raise ConfigError("task_options.key_min", "key_min > key_max", "make key_min <= key_max")
+        if cfg.max_pe and options.lengths and max(options.lengths) > cfg.max_pe:
+            raise ConfigError("task_options.lengths", f"a {max(options.lengths)}-token needle prompt exceeds "
+                              f"max_pe = {cfg.max_pe}", f"lower the lengths or raise max_pe to {max(options.lengths)}")
+        if cfg.max_pe and options.lengths is None:
+            longest = max(range(cfg.min_k * 1000, cfg.max_k * 1000 + 1, cfg.gap * 1000), default=0)
+            if longest > cfg.max_pe:  # the reference's min_k/max_k grids do run past max_pe: keep them, loudly
+                log.warning("%s: needle lengths up to %d tokens exceed max_pe = %d (the reference's min_k/max_k "
+                            "grid runs them; task_options.lengths refuses such lengths)", cfg.source, longest,
+                            cfg.max_pe)
+
+    def target_tokens(self, example: Example) -> int | None:
+        return int(example.meta["length"]) if self.options.fit == "tokens" else None
+
+    def prompt_for(self, example: Example, n_garbage: int) -> str:
+        return build_prompt(int(example.references[0]), example.meta["depth"] / 100, n_garbage)
 
     def lengths(self) -> list[int]:
         if self.options.lengths is not None:

@@ -3,6 +3,10 @@
 `times` trials; each puts the key line after a random number of filler characters in `[0, n_garbage]` and draws the
 key from `[1, 50000]`, both from a per-trial RNG seeded by the run seed and the trial id. The prompt, generation
 budget (key tokens + 100) and substring scoring are the needle task's.
+
+With `task_options.tokens = N` instead of `n_garbage`, each trial draws its insert position as a fraction of the
+filler and the filler is fitted so that the model input has N tokens (at most; a few below), like the needle task.
+`tokens` above `max_pe` are refused; a reference `n_garbage` whose prompt passes `max_pe` runs with a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class PasskeyOptions:
     key_max: int = 50000
     extra_new_tokens: int = 100  # the reference generates len(answer tokens) + 100
     depth_bins: int = 5  # accuracy by insert position in this many equal bins (reporting only)
+    tokens: int | None = None  # fit the filler to this many prompt tokens (replaces n_garbage)
 
 
 @TASKS.register
@@ -37,9 +42,14 @@ class Passkey(PassKeyRun):
 
     @classmethod
     def validate(cls, cfg: Any, options: PasskeyOptions) -> None:
-        if not cfg.n_garbage:
-            raise ConfigError("n_garbage", "passkey needs the number of filler characters",
-                              "add e.g. n_garbage = 60000")
+        if not cfg.n_garbage and not options.tokens:
+            raise ConfigError("n_garbage", "passkey needs the number of filler characters (or task_options.tokens)",
+                              "add e.g. n_garbage = 60000, or tokens = 16000 under [task_options]")
+        if options.tokens is not None and options.tokens <= 0:
+            raise ConfigError("task_options.tokens", "must be positive", "e.g. tokens = 16000")
+        if options.tokens and cfg.max_pe and options.tokens > cfg.max_pe:
+            raise ConfigError("task_options.tokens", f"{options.tokens} tokens exceeds max_pe = {cfg.max_pe}",
+                              f"lower tokens or raise max_pe to {options.tokens}")
         if not cfg.times:
             raise ConfigError("times", "passkey needs the number of trials", "add e.g. times = 20")
         if options.key_min > options.key_max:
@@ -59,17 +69,30 @@ class Passkey(PassKeyRun):
     def examples(self, subset: str) -> list[Example]:
         from harness.runner import derive_seed  # noqa: PLC0415
 
-        n_garbage = int(self.cfg.n_garbage)
+        tokens = self.options.tokens
+        n_garbage = int(self.cfg.n_garbage or 0)
         out = []
         for trial in range(self.trials()):
             eid = f"T{trial}"
             rng = random.Random(derive_seed(self.cfg.seed, "passkey-key", eid))
+            if tokens:  # the position as a fraction of the (fitted) filler
+                fraction = rng.random()
+                key = rng.randint(self.options.key_min, self.options.key_max)
+                out.append(Example(eid, subset, "", [str(key)], {"tokens": tokens, "fraction": fraction,
+                                                                 "trial": trial, "depth": round(100 * fraction, 2)}))
+                continue
             position = rng.randint(0, n_garbage)  # the reference draws the position first, then the key
             key = rng.randint(self.options.key_min, self.options.key_max)
             out.append(Example(eid, subset, build_prompt_at(key, position, n_garbage), [str(key)],
                                {"n_garbage": n_garbage, "position": position, "trial": trial,
                                 "depth": round(100 * position / n_garbage, 2)}))
         return out
+
+    def target_tokens(self, example: Example) -> int | None:
+        return example.meta.get("tokens")
+
+    def prompt_for(self, example: Example, n_garbage: int) -> str:
+        return build_prompt_at(int(example.references[0]), int(example.meta["fraction"] * n_garbage), n_garbage)
 
     def expected_count(self, subset: str) -> int | None:
         return self.trials()

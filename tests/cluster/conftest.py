@@ -12,10 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def needle_toml(model: Path, results: Path, exp_name: str, times: int = 2, depths: int = 4, new_tokens: int = 3,
                 extra: str = "") -> str:
-    """A needle config: len([64]) x depths x times examples, greedy, CPU."""
+    """A needle config: len([64]) x depths x times examples (reference filler: 240 characters), greedy, CPU."""
     return (f'task = "needle"\nmodel = "{model}"\nmethod = "original"\nexp_name = "{exp_name}"\n'
             f'results_dir = "{results}"\ntimes = {times}\ndevice = "cpu"\n{extra}\n'
-            f"[task_options]\nlengths = [64]\ndepths = {depths}\nextra_new_tokens = {new_tokens}\n")
+            f'[task_options]\nlengths = [64]\nfit = "reference"\ndepths = {depths}\n'
+            f"extra_new_tokens = {new_tokens}\n")
 
 
 @pytest.fixture

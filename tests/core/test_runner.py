@@ -29,6 +29,7 @@ times = {times}
 results_dir = "{results}"
 [task_options]
 lengths = {list(lengths)}
+fit = "reference"  # the tiny model: a 64-token prompt cannot hold the needle text
 depths = {depths}
 extra_new_tokens = {extra}
 """

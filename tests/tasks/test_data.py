@@ -56,7 +56,32 @@ def full_cache(empty_cache, tmp_path):
     pq.write_table(table, tmp_path / "pg.parquet")
     put_in_cache(empty_cache, "emozilla/pg19-test", {"data/test-00000-of-00001.parquet":
                                                      (tmp_path / "pg.parquet").read_bytes()})
+    put_ruler_and_longbench_v2(empty_cache, tmp_path)
     return empty_cache
+
+
+def put_ruler_and_longbench_v2(cache: Path, tmp_path: Path) -> None:
+    """RULER's QA sets as the hub holds them (SQuAD parquet rows, HotpotQA JSON at its pinned commit) and the
+    LongBench v2 data.json, from the fixtures."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.tasks import _ruler_data as R
+
+    squad = json.loads((FIXTURES / "ruler" / "squad.json").read_text())
+    rows = [{"id": q["id"], "title": a["title"], "context": p["context"], "question": q["question"],
+             "answers": {"text": [x["text"] for x in q["answers"]],
+                         "answer_start": [x["answer_start"] for x in q["answers"]]}}
+            for a in squad["data"] for p in a["paragraphs"] for q in p["qas"]]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "squad.parquet")
+    put_in_cache(cache, R.SQUAD_REPO, {"squad_v2/validation-00000-of-00001.parquet":
+                                       (tmp_path / "squad.parquet").read_bytes()})
+    hotpot = cache / f"datasets--{R.HOTPOTQA_REPO.replace('/', '--')}" / "snapshots" / R.HOTPOTQA_REVISION
+    hotpot.mkdir(parents=True)
+    (hotpot / R.HOTPOTQA_FILE).write_bytes((FIXTURES / "ruler" / "hotpotqa.json").read_bytes())
+    put_in_cache(cache, "THUDM/LongBench-v2", {"data.json": (FIXTURES / "longbench_v2" / "data.json").read_bytes()})
 
 
 def test_missing_data_offline_says_what_to_do(empty_cache):
@@ -123,6 +148,15 @@ def test_gali_data_download_to_a_directory(full_cache, tmp_path, capsys):
     pg = make_task(task="pg19", max_pe=4096, data_dir=str(dest / "pg19"))
     assert [d.inputs for d in pg.examples("pg19")] == [p.read_text() for p in sorted((FIXTURES / "pg19").glob("*.txt"))]
     assert data_main(["where", "pg19"]) == 0 and "not cached" not in capsys.readouterr().out
+    ruler_dir = dest / "ruler"  # SQuAD rebuilt in the official schema, HotpotQA copied, PG19 books as essay text
+    assert len(list(ruler_dir.glob("*.txt"))) == 3
+    from harness.tasks._ruler_data import load_qa
+
+    assert load_qa("squad", str(ruler_dir)) == load_qa("squad", str(FIXTURES / "ruler"))
+    assert load_qa("hotpotqa", str(ruler_dir)) == load_qa("hotpotqa", str(FIXTURES / "ruler"))
+    assert load_qa("squad", None) == load_qa("squad", str(FIXTURES / "ruler"))  # read from the hub parquet
+    lb2 = make_task(task="longbench_v2", max_pe=4096, data_dir=str(dest / "longbench_v2"))
+    assert len(lb2.examples("longbench_v2")) == 6
 
 
 def test_repo_ids_come_from_the_config(full_cache, tmp_path):

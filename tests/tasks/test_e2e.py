@@ -23,7 +23,7 @@ CASES = {
                             1)),
     "pg19": ('task = "pg19"\nmax_pe = 128\nmax_examples = 2\nstride = 50\n'
              '[task_options]\nsource = "python_heldout"\nppl_lengths = [32, 64, 126]\n', {"python_heldout": 2}),
-    "needle": ('task = "needle"\ntimes = 1\n[task_options]\nlengths = [128]\ndepths = 4\nextra_new_tokens = 2\n',
+    "needle": ('task = "needle"\ntimes = 1\n[task_options]\nlengths = [256]\ndepths = 4\nextra_new_tokens = 2\n',
                {"needle": 4}),
     "passkey": ('task = "passkey_retreival"\ntimes = 2\nn_garbage = 300\n[task_options]\nextra_new_tokens = 2\n',
                 {"passkey": 2}),

@@ -103,3 +103,43 @@ def test_passkey_score():
     recs = [{"meta": {"depth": d}, "passed": p, "prompt_len": 10} for d, p in cases]
     out = passkey().score("passkey", recs)
     assert out["score"] == pytest.approx(66.67, abs=0.01) and out["by_depth"] == {"0-20": 50.0, "80-100": 100.0}
+
+
+@pytest.mark.parametrize("length", [200, 300, 457])
+def test_needle_prompt_has_the_stated_token_length(tok, length):
+    task = needle(tok, task_options={"lengths": [length], "depths": 4}, times=2)
+    for ex in task.examples("needle"):
+        ids, n_garbage = task.prepare(ex)
+        assert length - 4 <= len(ids) <= length  # the longest filler that fits: at most a few tokens short
+        assert ex.references[0] in tok.decode(ids) and n_garbage > 0
+        rec = task.run(ex, FakeEngine("no"))
+        assert rec["prompt_len"] == len(ids) and rec["target_tokens"] == length and rec["n_garbage"] == n_garbage
+    reference = needle(tok, task_options={"lengths": [length], "fit": "reference"}, times=1)
+    ex = reference.examples("needle")[0]
+    assert reference.prepare(ex) == (list(tok(ex.inputs)["input_ids"]), None)  # the 3.75 chars/token filler
+
+
+def test_needle_lengths_above_max_pe_are_refused():
+    with pytest.raises(ConfigError, match="exceeds max_pe"):
+        needle(max_pe=1024, task_options={"lengths": [512, 2048]})
+    assert needle(max_pe=2048, task_options={"lengths": [512, 2048]}).lengths() == [512, 2048]
+    with pytest.raises(ConfigError, match="exceeds max_pe"):
+        passkey(max_pe=1024, task_options={"tokens": 4096})
+
+
+def test_passkey_fitted_to_tokens(tok):
+    task = passkey(tok, n_garbage=None, times=4, task_options={"tokens": 320})
+    for ex in task.examples("passkey"):
+        ids, n_garbage = task.prepare(ex)
+        assert 316 <= len(ids) <= 320
+        prompt = tok.decode(ids, skip_special_tokens=True)
+        line = "\n" + needle_line(int(ex.references[0])) + "\n"
+        position = prompt.index(line) - len(TASK_DESCRIPTION) - 1
+        assert position == int(ex.meta["fraction"] * n_garbage)  # the drawn depth of the fitted filler
+
+
+def test_heatmap_ticks_show_measured_tokens():
+    from harness.plots import needle_tick_labels
+
+    doc = {"subsets": {"needle": {"tokens_by_length": {"1000": 998.5, "2000": None}}}}
+    assert needle_tick_labels(doc, [1000.0, 2000.0]) == ["998", "2k"]
