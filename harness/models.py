@@ -1,4 +1,4 @@
-"""Model-family facts and loading (Llama, Mistral, Qwen2 — the families every method supports)."""
+"""Model-family facts and loading (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3) and the method × family check."""
 
 from __future__ import annotations
 
@@ -15,8 +15,21 @@ from harness.methods.base import ModelInfo
 log = logging.getLogger(__name__)
 
 #: model_type values whose attention module has q/k/v/o projections, `head_dim`, `scaling`, `layer_idx` and a
-#: shared `model.model.rotary_emb`: the layout harness.methods.attention relies on.
-SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2")
+#: shared `model.model.rotary_emb`: the layout harness.methods.attention relies on. The default `families` of a
+#: method (position-remapping methods swap the attention of exactly this layout).
+POSITION_FAMILIES = ("llama", "mistral", "qwen2")
+#: Every decoder-only RoPE family the harness loads (`original` and the frequency methods run on all of them).
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+#: What stops a position-remapping method on a family (shown when a combination is refused).
+FAMILY_NOTES = {
+    "qwen3": "q/k RMS norms inside the attention",
+    "gemma2": "sliding-window layers and attention-logit soft-capping",
+    "gemma3_text": "sliding-window layers with their own rope base, q/k norms",
+    "phi3": "fused qkv projection (and partial rotary in Phi-4-mini)",
+}
+#: Families whose transformers attention has no SDPA path: `attn_implementation = "sdpa"` (the default) loads them
+#: with "eager" (Gemma 2: soft-capping); use flash_attention_2 on CUDA for O(n) memory.
+EAGER_ONLY = ("gemma2",)
 
 #: Models that ship with the package: `model = "gali:lab"` in a config.
 BUNDLED_MODELS = {"gali:lab": Path(__file__).parent / "assets" / "lab_model"}
@@ -118,24 +131,55 @@ def load_model_config(cfg: Any, fetch: bool = True) -> Any:
     if mcfg.model_type not in SUPPORTED_FAMILIES:
         raise ConfigError("model", f"model type '{mcfg.model_type}' is not supported",
                           f"use a model of one of the families {', '.join(SUPPORTED_FAMILIES)}", cfg.source)
+    check_family(cfg.method, mcfg.model_type, cfg.source)
     if cfg.ori_max_position_embeddings:
         mcfg.max_position_embeddings = cfg.ori_max_position_embeddings
     return mcfg
+
+
+def method_families(method: str) -> tuple[str, ...]:
+    """The model families `method` declares (`families` on its class; position families when undeclared)."""
+    from harness.methods.base import METHODS  # noqa: PLC0415
+
+    return tuple(getattr(METHODS.get(method, "method"), "families", POSITION_FAMILIES))
+
+
+def check_family(method: str, model_type: str, source: str | None = None) -> None:
+    """Refuse a method on a model family it does not declare, naming why."""
+    families = method_families(method)
+    if model_type in families:
+        return
+    why = FAMILY_NOTES.get(model_type, "its attention layout is not one the method was built for")
+    raise ConfigError("method", f"method '{method}' does not support model type '{model_type}' ({why})",
+                      f"use it with a model of the families {', '.join(families)}, or use `original` or a "
+                      f"frequency method (linear, ntk, dynamic_ntk, yarn, ntk_by_parts, llama3, longrope) "
+                      f"on this model; see docs/support.md", source)
+
+
+def peek_config(cfg: Any) -> Any | None:
+    """The model's config if it can be read without downloading weights or fetching (config-time checks)."""
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    try:
+        location, kw = _source(cfg, fetch=False)
+        return AutoConfig.from_pretrained(location, **kw)
+    except Exception:  # noqa: BLE001 - unknown now; load_model_config checks again before loading weights
+        return None
 
 
 def peek_window(cfg: Any) -> int | None:
     """The pre-trained window M if it can be known without loading weights (for config-time validation)."""
     if cfg.ori_max_position_embeddings:
         return cfg.ori_max_position_embeddings
-    try:
-        return int(load_model_config(cfg, fetch=False).max_position_embeddings)
-    except Exception:  # noqa: BLE001 - unknown now; methods validate again at apply time
-        return None
+    mcfg = peek_config(cfg)
+    return int(mcfg.max_position_embeddings) if mcfg is not None else None
 
 
 def model_info(model_config: Any) -> ModelInfo:
     """Extract what methods need from a loaded model's config."""
     rope = dict(getattr(model_config, "rope_parameters", None) or {})
+    if rope and all(isinstance(v, dict) for v in rope.values()):  # per layer type (Gemma 3): the global layers'
+        rope = dict(rope.get("full_attention", {}))
     heads = model_config.num_attention_heads
     head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
     return ModelInfo(
@@ -177,7 +221,11 @@ def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Modu
                               "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"",
                               cfg.source) from None
     location, kw = _source(cfg)
-    kw.update(config=model_config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    attn = cfg.attn_implementation
+    if attn == "sdpa" and model_config.model_type in EAGER_ONLY:
+        log.info("%s has no SDPA attention in transformers: loading it with eager attention", model_config.model_type)
+        attn = "eager"
+    kw.update(config=model_config, dtype=dtype, attn_implementation=attn)
     if cfg.device_map:
         kw["device_map"] = cfg.device_map
     try:

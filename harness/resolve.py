@@ -56,10 +56,14 @@ def resolve(cfg: ExperimentConfig, window: int | None = None, peek: bool = True)
         cfg.task = TASKS.canonical(cfg.task, "task")
         mparams = method_params(cfg)
         topts = task_options(cfg)
-        if window is None and peek:
-            from harness.models import peek_window  # noqa: PLC0415
+        if peek:
+            from harness.models import check_family, peek_config  # noqa: PLC0415
 
-            window = peek_window(cfg)
+            mcfg = peek_config(cfg)
+            if mcfg is not None:  # the method x family check (docs/support.md), before any weights load
+                check_family(cfg.method, mcfg.model_type)
+            if window is None:
+                window = cfg.ori_max_position_embeddings or (int(mcfg.max_position_embeddings) if mcfg else None)
         if cfg.max_pe and window and cfg.ori_max_position_embeddings and cfg.max_pe < window:
             log.warning("%s: max_pe (%d) is below the original window (%d)", cfg.source, cfg.max_pe, window)
         METHODS.get(cfg.method).validate(mparams, cfg, window)

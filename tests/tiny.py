@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("llama", "mistral", "qwen2")
+#: Every family a tiny model can be built for (harness.models.FAMILIES); the first three are the position families.
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,11 +45,28 @@ def model_config(family: str = "llama", window: int = 64, vocab_size: int = 512,
     from transformers import AutoConfig
 
     hidden = heads * head_dim
+    extra = family_extras(family, layers, head_dim, theta)
     return AutoConfig.for_model(
         family, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=window,
-        rope_theta=theta, bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False, **extra,
     )
+
+
+def family_extras(family: str, layers: int, head_dim: int, theta: float) -> dict:
+    """Config keys that make a tiny model exercise its family's features (per-layer rope, sliding layers)."""
+    extra: dict = {"head_dim": head_dim, "rope_theta": theta}
+    if family in ("gemma2", "gemma3_text"):
+        # alternate sliding (window 8, so short tests cross it) and global layers, as the real models do
+        extra.update(query_pre_attn_scalar=head_dim, sliding_window=8,
+                     layer_types=[("sliding_attention", "full_attention")[i % 2] for i in range(layers)])
+    if family == "gemma3_text":  # per-layer-type rope: local base 1e4, global base `theta` * 100 (like 1e4 / 1e6)
+        del extra["rope_theta"]
+        extra["rope_parameters"] = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "default", "rope_theta": theta * 100}}
+    if family == "phi3":  # partial rotary (Phi-4-mini style; Phi-3/3.5 use 1.0): only half of each head rotates
+        extra["partial_rotary_factor"] = 0.5
+    return extra
 
 
 def make_model_dir(path: Path, family: str = "llama", window: int = 64, seed: int = 0, **kw) -> Path:

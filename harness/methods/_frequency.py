@@ -10,6 +10,11 @@ import torch
 from harness.errors import ConfigError
 from harness.methods.base import Method, ModelInfo
 
+#: Families whose rotary embedding the frequency methods rebuild (every decoder-only RoPE family the harness loads).
+#: Gemma 3 keeps one rope per layer type: the methods change the global ("full_attention") layers only, the
+#: sliding-window layers keep their local rope (they never see distances beyond their window).
+FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+
 
 @dataclass
 class FactorParams:
@@ -27,14 +32,45 @@ def resolve_factor(params: FactorParams, cfg: Any, window: int | None) -> float 
     return None
 
 
+def is_per_layer_type(rope: dict[str, Any]) -> bool:
+    """True for rope parameters keyed by layer type (Gemma 3: {"full_attention": {...}, "sliding_attention": {...}})."""
+    return bool(rope) and all(isinstance(v, dict) for v in rope.values())
+
+
+def global_rope(config: Any) -> dict[str, Any]:
+    """The rope parameters of the global-attention layers (the whole model's for single-rope families)."""
+    rope = dict(config.rope_parameters or {})
+    return dict(rope.get("full_attention", {})) if is_per_layer_type(rope) else rope
+
+
+def rotary_dim(config: Any) -> int:
+    """How many channels of each head rotate: head_dim × partial_rotary_factor (Phi-3 style partial rotary)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return int(head_dim * float(global_rope(config).get("partial_rotary_factor", 1.0)))
+
+
+def rotary_inv_freqs(model: torch.nn.Module) -> dict[str | None, torch.Tensor]:
+    """inv_freq per layer type (key None for single-rope families) of the model's rotary embedding."""
+    rotary = model.model.rotary_emb
+    if hasattr(rotary, "inv_freq"):
+        return {None: rotary.inv_freq}
+    return {t: getattr(rotary, f"{t}_inv_freq") for t in rotary.layer_types}
+
+
 def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
-    """Replace the model's rope parameters and rebuild its rotary embedding module (inv_freq is not a weight)."""
+    """Replace the model's rope parameters and rebuild its rotary embedding module (inv_freq is not a weight).
+
+    Per-layer-type ropes (Gemma 3) change only for the global layers; other keys (partial_rotary_factor) are kept.
+    """
     config = model.config
     rope = dict(config.rope_parameters or {})
-    rope.update(changes)
+    if is_per_layer_type(rope):
+        rope["full_attention"] = {**rope["full_attention"], **changes}
+    else:
+        rope.update(changes)
     config.rope_parameters = rope
     old = model.model.rotary_emb
-    device = old.inv_freq.device
+    device = next(iter(old.buffers())).device
     model.model.rotary_emb = type(old)(config=config).to(device)
 
 
@@ -43,6 +79,7 @@ class FrequencyMethod(Method):
 
     Params = FactorParams
     top_level_factor = True
+    families = FREQUENCY_FAMILIES
 
     @classmethod
     def validate(cls, params: FactorParams, cfg: Any, window: int | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.methods._frequency import FrequencyMethod, set_rope_parameters
+from harness.methods._frequency import FrequencyMethod, rotary_dim, set_rope_parameters
 from harness.methods.base import METHODS, ModelInfo
 
 
@@ -23,5 +23,6 @@ class StaticNTK(FrequencyMethod):
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)
-        base = ntk_base(info.rope_theta, self.factor(info), info.head_dim)
+        # d = the rotating channels (head_dim unless the family uses partial rotary, e.g. Phi-4-mini's 0.75)
+        base = ntk_base(info.rope_theta, self.factor(info), rotary_dim(model.config))
         set_rope_parameters(model, rope_type="default", rope_theta=base)

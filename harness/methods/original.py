@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.methods._frequency import FREQUENCY_FAMILIES
 from harness.methods.base import METHODS, Method
 
 
@@ -13,3 +14,4 @@ class Original(Method):
     aliases = ("repro_original",)
     description = "unmodified model"
     equals_original_within_window = True
+    families = FREQUENCY_FAMILIES

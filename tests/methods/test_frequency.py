@@ -13,7 +13,10 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from harness.engine import Engine, cache_argument
 from harness.methods._frequency import FactorParams
 from harness.methods.base import METHODS, Method
+from harness.methods.llama3 import Llama3Params
+from harness.methods.longrope import LongRopeParams
 from harness.methods.ntk import ntk_base
+from harness.methods.ntk_by_parts import NtkByPartsParams
 from harness.methods.yarn import YarnParams
 from harness.models import model_info
 from tests.tiny import model_config
@@ -97,6 +100,39 @@ def test_yarn_inv_freq_blend_and_attention_factor(theta, window, s):
     assert torch.allclose(sin[0, :, 64:].double(), ang.sin() * mscale, atol=1e-4)
 
 
+# ---- NTK-by-parts: YaRN's frequencies, no temperature ----
+
+@pytest.mark.parametrize("theta,window,s", [(1e4, 4096, 4.0), (5e5, 8192, 2.0)])
+def test_ntk_by_parts_is_yarn_frequencies_without_attention_factor(theta, window, s):
+    parts, _ = applied("ntk_by_parts", NtkByPartsParams(factor=s), wide_model(window, theta))
+    yarn, _ = applied("yarn", YarnParams(factor=s), wide_model(window, theta))
+    assert torch.allclose(inv_freq_of(parts), inv_freq_of(yarn), rtol=1e-7)
+    assert parts.model.rotary_emb.attention_scaling == 1.0
+    assert yarn.model.rotary_emb.attention_scaling == pytest.approx(0.1 * math.log(s) + 1)
+    low, high = yarn_range(theta, window)
+    p = pos_i(theta)
+    assert torch.allclose(inv_freq_of(parts)[:low], 1 / p[:low], rtol=1e-6)  # fast dimensions untouched
+    assert torch.allclose(inv_freq_of(parts)[high:], 1 / (s * p[high:]), rtol=1e-6)  # slow ones interpolated
+
+
+# ---- llama3 (Llama-3.1 smoothing) ----
+
+def test_llama3_bands_on_llama31_values():
+    """θ = 5e5, M = 8192, s = 8, low 1, high 4: wavelength < 2048 kept, > 8192 divided by 8, smooth blend between."""
+    model, _ = applied("llama3", Llama3Params(factor=8.0), wide_model(8192, 5e5))
+    p = pos_i(5e5)
+    wavelen = 2 * math.pi * p
+    got = inv_freq_of(model) * p  # 1 = unchanged, 1/8 = interpolated
+    high, low = wavelen < 8192 / 4, wavelen > 8192
+    assert high.sum() > 0 and low.sum() > 0 and (~high & ~low).sum() > 0
+    assert torch.allclose(got[high], torch.ones(int(high.sum()), dtype=torch.float64), rtol=1e-6)
+    assert torch.allclose(got[low], torch.full((int(low.sum()),), 1 / 8, dtype=torch.float64), rtol=1e-6)
+    mid = ~high & ~low
+    smooth = (8192 / wavelen[mid] - 1) / (4 - 1)
+    assert torch.allclose(got[mid], (1 - smooth) / 8 + smooth, rtol=1e-5)
+    assert model.model.rotary_emb.attention_scaling == 1.0
+
+
 # ---- dynamic NTK (§6) ----
 
 def test_dynamic_ntk_base_grows_beyond_window_and_resets():
@@ -116,7 +152,8 @@ def test_dynamic_ntk_base_grows_beyond_window_and_resets():
 # ---- cached decode vs recomputation, every frequency method ----
 
 FREQUENCY = [("original", None), ("linear", FactorParams(2.0)), ("ntk", FactorParams(2.0)),
-             ("dynamic_ntk", FactorParams(2.0)), ("yarn", YarnParams(2.0))]
+             ("dynamic_ntk", FactorParams(2.0)), ("yarn", YarnParams(2.0)), ("ntk_by_parts", NtkByPartsParams(2.0)),
+             ("llama3", Llama3Params(2.0)), ("longrope", LongRopeParams(2.0, n_hat=2))]
 
 
 def _decode_vs_prefill(path, name, params, window=16, prompt=12, total=22):

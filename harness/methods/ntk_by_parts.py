@@ -1,0 +1,46 @@
+"""`ntk_by_parts`: YaRN's per-dimension frequency blend without its attention temperature (docs/methods/frequency.md).
+
+transformers' `yarn` rope type with attention_factor = 1: dimensions with more than beta_fast rotations over the
+window M keep their frequency, those with fewer than beta_slow are divided by s, a linear ramp in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.errors import ConfigError
+from harness.methods._frequency import FactorParams, FrequencyMethod, set_rope_parameters
+from harness.methods.base import METHODS, ModelInfo
+
+
+@dataclass
+class NtkByPartsParams(FactorParams):
+    """YaRN's ramp bounds (beta_fast 32, beta_slow 1, as in the YaRN paper and transformers)."""
+
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+
+
+@METHODS.register
+class NtkByParts(FrequencyMethod):
+    """Static: short inputs change too. Equals `yarn` with attention_factor = 1."""
+
+    name = "ntk_by_parts"
+    aliases = ("ntk-by-parts", "part_ntk")
+    Params = NtkByPartsParams
+    description = "NTK-by-parts: YaRN's frequency ramp, no attention temperature"
+
+    @classmethod
+    def validate(cls, params: NtkByPartsParams, cfg, window: int | None) -> None:  # type: ignore[override]
+        super().validate(params, cfg, window)
+        if params.beta_fast <= params.beta_slow:
+            raise ConfigError("params.beta_fast", f"beta_fast ({params.beta_fast}) must exceed beta_slow "
+                              f"({params.beta_slow})", "keep the defaults 32 and 1")
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        set_rope_parameters(model, rope_type="yarn", factor=self.factor(info), attention_factor=1.0,
+                            beta_fast=self.params.beta_fast, beta_slow=self.params.beta_slow,
+                            original_max_position_embeddings=info.original_window)
