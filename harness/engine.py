@@ -93,7 +93,10 @@ class Engine:
         return self._logits(self._hidden(t, cache))[0]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(hidden).float()
+        """fp32 logits, with the family's final soft-capping where it has one (Gemma 2: cap·tanh(x / cap))."""
+        logits = self.model.lm_head(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     @torch.inference_mode()
     def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[DynamicCache, torch.Tensor]:

@@ -37,8 +37,7 @@ NOTES = """\
   SDPA path for it: `attn_implementation = "sdpa"` (the default) loads it with `eager` (L×L scores; use
   `flash_attention_2` on CUDA for long inputs). One rope for all layers, so the frequency methods change the
   sliding layers too (they never see distances beyond their window, so that changes nothing they rely on).
-  Known gap: the engine's logits skip the final logit soft-capping (tanh(x/30)·30), so perplexities differ from
-  the stock model's (the test marks this as an expected failure).
+  The engine applies the final logit soft-capping (30·tanh(x/30)) like the stock model.
 - **Gemma 3** (`gemma3_text`: the 1B text checkpoint; the 4B–27B checkpoints are multimodal, `gemma3`, not yet
   accepted): one rope per layer type (local base 10⁴ on sliding layers, 10⁶ on global ones). The frequency methods
   change the **global** layers' rope only, as Gemma 3 itself scales only those; the sliding layers keep theirs.
