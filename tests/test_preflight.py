@@ -20,7 +20,8 @@ from harness.models import model_info
 from harness.preflight import PreflightError, apply_with_preflight, probe_length
 from harness.resolve import build_method, resolve
 
-KERNEL_METHODS = ["gali", "selfextend", "chunkllama", "dpe", "string", "rerope", "leaky_rerope"]
+KERNEL_METHODS = ["gali", "selfextend", "chunkllama", "dpe", "string", "rerope", "leaky_rerope", "streaming_llm",
+                  "lm_infinite", "infllm"]
 
 
 class CachelessKernel:
