@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,15 @@ class DemoResult:
     seconds: float = 0.0
 
 
+def _natural_key(path: Path) -> list[int | str]:
+    """ppl-2-x before ppl-10-y: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def demo_configs(kind: str, config_dir: Path | None = None) -> list[Path]:
     """The TOML files of demo `kind` ("lab" or "real")."""
     folder = config_dir or CONFIG_ROOT / DEMOS[kind]
-    paths = sorted(folder.glob("*.toml"))
+    paths = sorted(folder.glob("*.toml"), key=_natural_key)
     if not paths:
         raise HarnessError(f"{folder}: no demo configs. Fix: run the demo from a checkout of gali-harness")
     return paths
