@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from harness.results import ExperimentDir
+from harness.workbook import build_sheets, write_workbook
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +228,6 @@ def comparison_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=lead + lengths)
 
 
-def _write_excel(tables: dict[str, pd.DataFrame], out: Path) -> None:
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-        for sheet, df in tables.items():
-            df.to_excel(writer, sheet_name=sheet[:31], index=False)
-    os.replace(tmp, out)
-
-
 def make_figures(by_task: dict[str, list[Item]], out_dir: Path) -> list[Path]:
     """Figures of every task with a plotter in harness.plots.PLOTTERS (a failing plot is logged, not raised)."""
     from harness.plots import PLOTTERS  # noqa: PLC0415
@@ -290,9 +282,17 @@ def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[st
         (out.parent / "comparison.md").write_text(to_markdown(comparison) + "\n")
         sections.append(f"## comparison (method x length)\n\n{to_markdown(comparison)}\n")
         result["files"] += [out.parent / "comparison.csv", out.parent / "comparison.md"]
+    docs = [d for items in by_task.values() for _, d in items]
+    sheets, freeze = build_sheets(tables, {**length_tables, **extra_tables}, comparison, docs)
+    if "comparison" in sheets:  # one row per experiment: method, params, headline score, speed and memory
+        overview = sheets["comparison"]
+        overview.to_csv(out.parent / "comparison_experiments.csv", index=False)
+        (out.parent / "comparison_experiments.md").write_text(to_markdown(overview) + "\n")
+        sections.insert(0, f"## comparison (all experiments)\n\n{to_markdown(overview)}\n")
+        result["files"] += [out.parent / "comparison_experiments.csv", out.parent / "comparison_experiments.md"]
     result["markdown"] = "\n".join(sections)
     (out.parent / "summary.md").write_text(result["markdown"])
-    _write_excel({**tables, **extra_tables}, out)
+    write_workbook(sheets, out, freeze)
     result["files"] += [out.parent / "summary.md", out]
     if plots:
         result["figures"] = make_figures(by_task, out.parent / "figures")

@@ -27,7 +27,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 log = logging.getLogger(__name__)
 
 # Keys that select work or place it, but do not change any single example's result: a rerun may change them.
-RUNTIME_KEYS = {"device", "device_map", "results_dir", "max_examples", "test", "exp_name", "slurm", "data_dir"}
+RUNTIME_KEYS = {"device", "device_map", "results_dir", "max_examples", "test", "exp_name", "slurm", "data_dir",
+                "log_samples", "tracking"}
 
 
 @dataclass
@@ -68,6 +69,8 @@ class ExperimentConfig:
     subsets: list[str] | None = None
     task_options: dict = field(default_factory=dict)
     slurm: dict = field(default_factory=dict)
+    log_samples: bool = True  # each prediction record carries the prompt sent (or its hash and head/tail)
+    tracking: dict = field(default_factory=dict)  # [tracking] backend = "wandb" | "mlflow" (the `track` extra)
     # filled by resolve(): canonical names and typed parameter objects (not TOML keys)
     source: str = field(default="", metadata={"internal": True})
 
@@ -157,9 +160,13 @@ def _check_core(cfg: ExperimentConfig, source: str) -> None:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load one TOML file, apply `--set` overrides, validate core keys, method params and task options."""
+    from harness.matrix import read_config_data  # noqa: PLC0415
     from harness.resolve import resolve  # noqa: PLC0415 (avoids an import cycle with methods/tasks)
 
-    data = read_toml(path)
+    data = read_config_data(path)  # the file with its `extends` base(s) merged in
+    if "matrix" in data:
+        raise ConfigError("matrix", "this file is a matrix of several experiments",
+                          f"run it with gali-run --cfg {path} (one experiment per cell; see docs/matrix.md)", str(path))
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     cfg = from_dict(data, source=str(path), exp_name_default=Path(path).stem)

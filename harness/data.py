@@ -45,6 +45,15 @@ class Document:
     meta: dict[str, Any] | None = None
 
 
+#: data files read in this process: path -> where it came from (provenance.json hashes them)
+DATA_FILES: dict[str, str] = {}
+
+
+def note_data_file(path: Path | str, source: str) -> None:
+    """Remember that a task read `path` (from `source`: "data_dir", "hf:<repo>", "file")."""
+    DATA_FILES[str(Path(path).resolve())] = source
+
+
 # -------------------------------------------------------------------------------------------------------- hub access
 def hub_offline() -> bool:
     """True when huggingface_hub must not touch the network (HF_HUB_OFFLINE)."""
@@ -197,8 +206,10 @@ def load_longbench(name: str, data_dir: str | None = None, repo_id: str = LONGBE
                             f"them), or remove data_dir to read from the Hugging Face cache")
         rows = read_jsonl(path)
         require_fields(rows, fields, str(path))
+        note_data_file(path, "data_dir")
         return rows
     zpath = longbench_archive(repo_id, archive, revision, download)
+    note_data_file(zpath, f"hf:{repo_id}/{archive}")
     try:
         with zipfile.ZipFile(zpath) as zf:
             members = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == f"{name}.jsonl"]
@@ -257,6 +268,7 @@ def load_leval(task: str, data_dir: str | None = None, repo_id: str = LEVAL_REPO
                             f"read from the Hugging Face cache")
     else:
         path = leval_file(task, repo_id, path_template, revision, download)
+    note_data_file(path, "data_dir" if data_dir else f"hf:{repo_id}")
     rows = read_jsonl(path)
     require_fields(rows, ("input", "instructions", "outputs"), str(path))
     return rows
@@ -290,6 +302,7 @@ def read_documents(files: Iterable[Path], text_column: str = "text") -> list[Doc
     """Documents from .txt files (one each, named by stem) and .parquet files (one per row)."""
     docs: list[Document] = []
     for f in files:
+        note_data_file(f, "file")
         if f.suffix == ".parquet":
             docs.extend(_parquet_docs(f, text_column))
         else:

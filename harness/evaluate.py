@@ -18,6 +18,7 @@ from harness.config import from_dict
 from harness.errors import HarnessError
 from harness.resolve import build_task, resolve
 from harness.results import SHARD_RE, ExperimentDir, iter_jsonl, latest_records, write_json
+from harness.summary import speed_summary, write_results_json
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +180,11 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
     files = dict(sorted(files.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     windows = experiment_windows(exp, cfg)
     per_subset: dict[str, dict[str, Any]] = {}
+    all_ok: list[dict[str, Any]] = []
     for subset, paths in files.items():
         records = latest_records(paths)
         ok = [r for r in records.values() if "error" not in r]
+        all_ok += ok
         errors = len(records) - len(ok)
         expected = task.expected_count(subset)
         if expected is not None and cfg.max_examples is not None:
@@ -211,5 +214,7 @@ def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
                   "summary": task.summarize({s: m[key] for s, m in per_subset.items()})}
             for key, wkey in LENGTH_SUBSETS if windows.get(wkey)},
     }
+    doc["speed"] = speed_summary(all_ok)
     write_json(exp.scores_path, doc)
+    write_results_json(exp, doc)
     return doc

@@ -166,8 +166,9 @@ class _Forwarder:
             signal.signal(sig, old)
 
 
-def run_shards(shards: list[Shard], poll_s: float = 0.5) -> None:
-    """Start every shard process, forward stop signals to them, wait for all; fills each `rc`."""
+def run_shards(shards: list[Shard], poll_s: float = 0.5, on_poll: Any = None) -> None:
+    """Start every shard process, forward stop signals to them, wait for all; fills each `rc`. `on_poll()` is called
+    while waiting (per-shard progress)."""
     with _Forwarder(shards):
         for s in shards:
             s.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +182,8 @@ def run_shards(shards: list[Shard], poll_s: float = 0.5) -> None:
             log.info("shard %s on %s: pid %d, log %s", s.label, s.devices, s.proc.pid, s.log_path)
         while any(s.proc.poll() is None for s in shards if s.proc is not None):
             time.sleep(poll_s)
+            if on_poll is not None:
+                on_poll()
     for s in shards:
         s.rc = s.proc.returncode if s.proc is not None else None
 
@@ -226,7 +229,13 @@ def launch(cfg_path: str, groups: list[str], overrides: list[str] | None = None,
     result = LaunchResult(cfg.exp_name, exp.path)
     result.shards = shard_commands(cfg_path, cfg, groups, overrides, exp.path / "logs")
     log.info("%s: %d shard(s) on %s", cfg.exp_name, len(groups), " | ".join(groups))
-    run_shards(result.shards)
+    from harness.launch_progress import ShardProgress, shard_totals  # noqa: PLC0415
+
+    progress = ShardProgress(exp, groups, shard_totals(cfg, len(groups)))
+    try:
+        run_shards(result.shards, on_poll=progress.update)
+    finally:
+        progress.close()
     report(result)
     if evaluate and exp.prediction_files():
         from harness.evaluate import evaluate_experiment  # noqa: PLC0415

@@ -104,6 +104,28 @@ def _source(cfg: Any, name: str | None = None, fetch: bool = True) -> tuple[str,
     return location, kw
 
 
+def looks_local(name: str) -> bool:
+    """True when `name` is written as a filesystem path (absolute, ./, ../, ~, or more than one '/'), not a hub id."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_local_model(cfg: Any) -> None:
+    """A `model` (or `tokenizer`) written as a local path must exist: ConfigError naming the key otherwise."""
+    for key in ("model", "tokenizer"):
+        name = getattr(cfg, key, None)
+        if not name or name.startswith("gali:") or not looks_local(name):
+            continue
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ConfigError(key, f"local model directory '{name}' does not exist",
+                              "fix the path (relative paths start from the current directory), or give a Hugging "
+                              "Face hub id such as meta-llama/Llama-3.1-8B-Instruct", cfg.source)
+        if path.is_dir() and not (path / "config.json").is_file() and not getattr(cfg, "gguf_file", None):
+            raise ConfigError(key, f"'{name}' is a directory without config.json (not a Hugging Face model "
+                              "directory)", "point it at the directory that holds config.json and the weights",
+                              cfg.source)
+
+
 def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     local = Path(model_location(cfg.model)).exists()
@@ -111,7 +133,7 @@ def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
         hint = f"check that {cfg.model} holds a {what} (config.json, weights, tokenizer files)"
     elif offline:
         hint = (f"HF_HUB_OFFLINE=1 and '{cfg.model}' is not in the local Hugging Face cache; download it first "
-                f"(`huggingface-cli download {cfg.model}` on a machine with internet) or point `model` at a local dir")
+                f"(`hf download {cfg.model}` on a machine with internet) or point `model` at a local dir")
     else:
         hint = "check the model id, your network, and HF_TOKEN for gated models"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -123,13 +145,15 @@ def load_model_config(cfg: Any, fetch: bool = True) -> Any:
     """Load the model's `PretrainedConfig` (no weights) and apply `ori_max_position_embeddings`."""
     from transformers import AutoConfig  # noqa: PLC0415
 
+    check_local_model(cfg)
     try:
         location, kw = _source(cfg, fetch=fetch)
         mcfg = AutoConfig.from_pretrained(location, **kw)
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear message
         raise _load_error(cfg, "model config", exc) from None
     if mcfg.model_type not in SUPPORTED_FAMILIES:
-        raise ConfigError("model", f"model type '{mcfg.model_type}' is not supported",
+        raise ConfigError("model", f"model type '{mcfg.model_type}' is not supported (supported families: "
+                          f"{', '.join(SUPPORTED_FAMILIES)})",
                           f"use a model of one of the families {', '.join(SUPPORTED_FAMILIES)}", cfg.source)
     check_family(cfg.method, mcfg.model_type, cfg.source)
     if cfg.ori_max_position_embeddings:

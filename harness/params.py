@@ -82,7 +82,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _type_error(key: str, value: Any, tp: Any) -> ConfigError:
     return ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}",
-                       f"write a {_type_name(tp)} value")
+                       f"write {_article(_type_name(tp))} {_type_name(tp)} value")
+
+
+def _article(word: str) -> str:
+    """'an' before a vowel sound ("an int", "an 'auto'"), else 'a'."""
+    return "an" if word.lstrip("'\"").lower()[:1] in tuple("aeio") else "a"
 
 
 def field_names(cls: type) -> list[str]:

@@ -4,15 +4,21 @@ Every plotter is `fn(docs, out_dir) -> list[Path]`: `docs` are scores.json docum
 (`exp_name`, `model`, `method`, `subsets`, `summary`, optional `windows.original_window`), `out_dir` is created.
 What each plotter reads from `doc["subsets"][<subset>]`:
 
-- `needle`: `cells = {"<length>|<depth>": accuracy % or None}` -> one depth x length heatmap per experiment
-  (`needle_<exp>.png`), with a dashed line where the length passes the original window M.
+- `needle`: `cells = {"<length>|<depth>": accuracy % or None}` (and `tokens_by_length`, `by_length`) -> one
+  depth x length heatmap per experiment (`needle_<exp>.png`, cividis, real token counts on the ticks, the window M
+  marked), the methods of a model side by side (`needle_methods_<model>.png`) and pass rate vs length
+  (`needle_length_<model>.png`, log2 axis).
 - `pg19`: `ppl = {"<L>": value}` where value is a number, or a dict holding `ppl_token_weighted` (preferred),
   `ppl` or `ppl_mean_of_docs` (the pg19 task's per-length table) -> PPL-vs-length curves of all experiments of a
-  model on one figure (`pg19_ppl_<model>.png`, log y axis when PPL spans > 10x, dashed line at M). None/NaN
-  values are skipped.
+  model on one figure (`pg19_ppl_<model>.png`, log2 length axis, log y axis when PPL spans > 10x, window M marked).
+  None/NaN values are skipped.
 - `longbench` / `leval`: `score` per dataset (plus `summary.average`) -> grouped bars per dataset, one bar per
-  experiment, one figure per model (`<task>_<model>.png`).
+  experiment, one figure per model (`<task>_<model>.png`): metric named, value labels, n per dataset, the average
+  apart.
 
+Legends name methods (the experiment only where a method appears twice); `original` is the black dashed (hatched)
+baseline; other methods take the Okabe-Ito colour-blind-safe palette (harness/figures/style.py). Drawing lives in
+harness/figures/ and returns matplotlib Figure objects (tests read titles, labels and legends back from them).
 Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no display needed) with fixed margins.
 Each PNG stores a signature of the data it shows (a PNG text chunk); a figure whose data did not change since the
 last `gali-collect` is not drawn again.
@@ -60,7 +66,7 @@ def _length_label(n: float) -> str:
 
 
 SIGNATURE_KEY = "gali-signature"
-PLOT_VERSION = 1  # bump when the drawing code changes, so cached figures are redrawn
+PLOT_VERSION = 2  # bump when the drawing code changes, so cached figures are redrawn
 
 
 def signature(*parts: Any) -> str:
@@ -159,8 +165,9 @@ def needle_tick_labels(doc: dict[str, Any], lengths: list[float]) -> list[str]:
 
 
 def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One heatmap per experiment: rows = needle depth (%), columns = length, colour = pass rate (%)."""
-    import numpy as np  # noqa: PLC0415
+    """Per experiment a depth x length heatmap (`needle_<exp>.png`); per model the methods side by side
+    (`needle_methods_<model>.png`, two or more experiments) and pass rate vs length (`needle_length_<model>.png`)."""
+    from harness.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length  # noqa: PLC0415
 
     paths = []
     stems = _unique(file_stem(str(d.get("exp_name"))) for d in docs)
@@ -169,36 +176,25 @@ def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         if not lengths:
             log.info("%s: no needle cells to plot", doc.get("exp_name"))
             continue
-        scores = [_number(m.get("score")) for m in doc["subsets"].values()]
-        ticks = needle_tick_labels(doc, lengths)
-        path, sig = out_dir / f"needle_{stem}.png", signature(_label(doc), _window(doc), grid, ticks, depths, scores)
-        if is_current(path, sig):
-            paths.append(path)
-            continue
-        values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
-        fig, ax = _figure(max(5.0, 0.5 * len(lengths) + 2.6), max(3.2, 0.25 * len(depths) + 1.6), (0.8, 0.8, 1.4, 0.4))
-        image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto", interpolation="nearest")
-        ax.set_xticks(range(len(lengths)), ticks, rotation=45 if len(lengths) > 8 else 0)
-        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
-        ax.set_ylabel("needle depth")
-        if values.size <= ANNOTATE_MAX_CELLS:
-            for (i, j), v in np.ndenumerate(values):
-                if not np.isnan(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7)
-        window = _window(doc)
-        xlabel = "prompt length (measured tokens)"
-        if window is not None and lengths[0] < window <= lengths[-1]:
-            x = next(i for i, length in enumerate(lengths) if length >= window) - 0.5
-            ax.axvline(x, color="black", linestyle="--", linewidth=1.2)
-            xlabel += f" (dashed: original window {window})"
-        ax.set_xlabel(xlabel)
-        overall = f" - {scores[0]:.1f}%" if len(scores) == 1 and scores[0] is not None else ""
-        ax.set_title(f"{_label(doc)}{overall}", fontsize=10)
-        fig.colorbar(image, cax=fig.add_axes((1 - 1.15 / fig.get_figwidth(), ax.get_position().y0,
-                                              0.15 / fig.get_figwidth(), ax.get_position().height)),
-                     label="pass rate (%)")
-        paths.append(_save(fig, path, sig))
+        path = out_dir / f"needle_{stem}.png"
+        paths.append(_draw(path, lambda doc=doc: draw_heatmap(doc, needle_grid, ANNOTATE_MAX_CELLS), doc))
+    for model, stem, group in _by_model(docs):
+        group = [d for d in group if needle_grid(d)[0]]
+        if len(group) >= 2:
+            paths.append(_draw(out_dir / f"needle_methods_{stem}.png",
+                               lambda m=model, g=group: draw_methods_side_by_side(m, g, needle_grid), model, group))
+        if group:
+            paths.append(_draw(out_dir / f"needle_length_{stem}.png",
+                               lambda m=model, g=group: draw_pass_rate_vs_length(m, g), "length", model, group))
     return paths
+
+
+def _draw(path: Path, draw: Callable[[], Any], *data: Any) -> Path:
+    """Draw and save unless `path` already shows exactly `data` (its signature)."""
+    sig = signature(path.name, *data)
+    if is_current(path, sig):
+        return path
+    return _save(draw(), path, sig)
 
 
 # ------------------------------------------------------------------------------------------------------------ pg19
@@ -219,85 +215,30 @@ def ppl_curve(ppl: dict[str, Any]) -> list[tuple[int, float]]:
 
 
 def plot_ppl(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """PPL vs evaluated length, every experiment of a model on one figure."""
+    """PPL vs evaluated length (log2), every experiment of a model on one figure (`pg19_ppl_<model>.png`)."""
+    from harness.figures.curves import draw_ppl  # noqa: PLC0415
+
     paths = []
     for model, stem, group in _by_model(docs):
-        curves = []
-        for doc in group:
-            subsets = doc.get("subsets") or {}
-            for subset, metrics in subsets.items():
-                points = ppl_curve(metrics.get("ppl") or {})
-                if points:
-                    curves.append((_label(doc) + (f" [{subset}]" if len(subsets) > 1 else ""), points))
-        if not curves:
+        if not any(ppl_curve(m.get("ppl") or {}) for d in group for m in (d.get("subsets") or {}).values()):
             log.info("%s: no PPL curves to plot", model)
             continue
-        path, sig = out_dir / f"pg19_ppl_{stem}.png", signature(model, curves, [_window(d) for d in group])
-        if is_current(path, sig):
-            paths.append(path)
-            continue
-        fig, ax = _figure(7.5, 4.5, (0.9, 0.6, 0.2, 0.4))
-        for label, points in curves:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=label)
-        for window in sorted({w for w in (_window(d) for d in group) if w}):
-            ax.axvline(window, color="grey", linestyle="--", linewidth=1, label=f"original window M = {window}")
-        low, high = ax.dataLim.y0, ax.dataLim.y1
-        if high > 10 * low:  # exploding PPL beyond the window: log scale, plain tick labels
-            from matplotlib.ticker import ScalarFormatter  # noqa: PLC0415
-
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.set_xlabel("evaluated length (tokens)")
-        ax.set_ylabel("perplexity")
-        sources = sorted({str(s) for d in group for s in (d.get("subsets") or {})})
-        ax.set_title(f"perplexity on {', '.join(sources) or 'pg19'} - {model}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        paths.append(_save(fig, path, sig))
+        paths.append(_draw(out_dir / f"pg19_ppl_{stem}.png", lambda m=model, g=group: draw_ppl(m, g, ppl_curve),
+                           model, group))
     return paths
 
 
 # ------------------------------------------------------------------------------------------------------------ bars
 def plot_bars(docs: list[dict[str, Any]], out_dir: Path, task: str = "longbench") -> list[Path]:
-    """Grouped bars per dataset (and the average), one bar per experiment; one figure per model."""
-    import numpy as np  # noqa: PLC0415
+    """Grouped bars per dataset (and the average, set apart), one bar per experiment; one figure per model."""
+    from harness.figures.bars import draw_bars  # noqa: PLC0415
 
     paths = []
     for model, stem, group in _by_model(docs):
-        datasets: list[str] = []
-        for doc in group:
-            datasets += [s for s in (doc.get("subsets") or {}) if s not in datasets]
-        has_average = any(_number((d.get("summary") or {}).get("average")) is not None for d in group)
-        columns = datasets + (["average"] if has_average else [])
-        if not columns:
+        if not any(d.get("subsets") for d in group):
             continue
-        bars = []
-        for doc in group:
-            subsets = doc.get("subsets") or {}
-            values = [_number((subsets.get(c) or {}).get("score")) for c in datasets]
-            if has_average:
-                values.append(_number((doc.get("summary") or {}).get("average")))
-            bars.append((_label(doc), values))
-        path, sig = out_dir / f"{task}_{stem}.png", signature(task, model, columns, bars)
-        if is_current(path, sig):
-            paths.append(path)
-            continue
-        bottom = 0.3 + 0.06 * max(len(c) for c in columns)  # room for the rotated dataset names
-        right = 0.4 + 0.065 * max(len(label) for label, _ in bars)  # the legend sits right of the axes
-        plot_width = min(16.0, max(4.0, len(columns) * (0.25 + 0.1 * len(group))))
-        fig, ax = _figure(0.8 + plot_width + right, 3.5 + bottom, (0.8, bottom, right, 0.4))
-        width = 0.8 / len(group)
-        x = np.arange(len(columns))
-        for k, (label, values) in enumerate(bars):
-            heights = [np.nan if v is None else v for v in values]
-            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=label)
-        ax.set_xticks(x, columns, rotation=45, ha="right")
-        ax.set_ylabel("score")
-        ax.set_title(f"{task} - {model}", fontsize=10)
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.set_xlim(-0.6, len(columns) - 0.4)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        paths.append(_save(fig, path, sig))
+        paths.append(_draw(out_dir / f"{task}_{stem}.png", lambda m=model, g=group: draw_bars(task, m, g),
+                           task, model, group))
     return paths
 
 

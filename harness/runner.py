@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import memory, provenance
+from harness import memory, provenance, samples
 from harness.config import ExperimentConfig
 from harness.engine import Engine
 from harness.errors import ConfigError, HarnessError, suggest
@@ -30,6 +30,7 @@ from harness.preflight import PreflightReport, apply_with_preflight
 from harness.resolve import build_method, build_task, resolve
 from harness.results import ExperimentDir, JsonlAppender, latest_records, write_json
 from harness.tasks.base import Example, Task
+from harness.tomlio import write_config_toml
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool, shar
     exp.path.mkdir(parents=True, exist_ok=True)
     try:
         write_json(exp.config_path, cfg.to_dict())
+        write_config_toml(exp, cfg)  # the resolved config as TOML: `gali-run --cfg <exp>/config.toml` reruns it
     except FileNotFoundError:  # a shard starting at the same moment renamed the shared temp file: same config
         log.debug("config.json written concurrently by another shard")
 
@@ -159,7 +161,7 @@ def run_example(task: Task, example: Example, engine: Engine, cfg: ExperimentCon
     t0 = time.perf_counter()
     base = {"id": example.id, "subset": example.subset, "seed": seed}
     try:
-        fields = task.run(example, engine)
+        fields = samples.run_logged(task, example, engine, cfg.log_samples)
     except HarnessError:
         raise
     except Exception as exc:  # noqa: BLE001 - one bad example (its prompt, OOM, generation) must not stop the run
@@ -229,6 +231,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[
     method = build_method(cfg)
     prov = provenance.collect(device, cfg.seed)
     prov.update(original_window=info.original_window, model_type=info.model_type, shard=list(shard))
+    prov.update(provenance.run_details(cfg, model_config))
 
     def record_preflight(report: PreflightReport) -> None:
         prov["preflight"] = report.to_dict()

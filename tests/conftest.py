@@ -22,3 +22,12 @@ def tiny_model_dir(tmp_path_factory):
 def family_model_dir(request, tmp_path_factory):
     """Tiny random models of every supported family."""
     return make_model_dir(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
+
+
+@pytest.fixture(autouse=True)
+def _cli_quiet_is_undone():
+    """A CLI run with -q in one test must not silence the next (bars and log level are process-wide)."""
+    yield
+    from harness.cli._flags import reset_quiet  # noqa: PLC0415
+
+    reset_quiet()

@@ -6,18 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli._common import add_experiment_args, guarded, log, selected_experiments, setup_logging
+from harness.cli._common import add_experiment_args, guarded, log, selected_experiments
+from harness.cli._flags import add_common_flags, configure_logging
 from harness.errors import HarnessError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gali-collect", description=__doc__)
     add_experiment_args(p)
     p.add_argument("--out", default=None, help="workbook path (default: <results-dir>/summary/summary.xlsx)")
     p.add_argument("--no-plots", action="store_true", help="tables only (no PNG figures)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+    add_common_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
 
     def body() -> int:
         from harness.collect import collect  # noqa: PLC0415
@@ -35,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tables:   {out.parent}/<sheet>.csv, <sheet>.md, summary.md")
         for fig in result["figures"]:
             print(f"figure:   {fig}")
+        from harness.tracking import track_all  # noqa: PLC0415
+
+        for run_id in track_all(exps, result["figures"]):  # experiments with a [tracking] table (optional extra)
+            print(f"tracked:  run {run_id}")
         n = sum(len(df) for sheet, df in result["tables"].items() if "_beyond_" not in sheet)
         log.info("collected %d experiment(s) from %s", n, args.results_dir)
         return 0

@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import harness
 from harness import data
-from harness.cli._common import guarded, setup_logging
+from harness.cli._common import guarded
+from harness.cli._flags import add_common_flags, configure_logging
 from harness.errors import HarnessError
 
 DATA_TASKS = ("longbench", "leval", "pg19", "ruler", "longbench_v2")
@@ -28,6 +30,7 @@ SYNTHETIC = ("needle", "passkey")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gali-data", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--version", action="version", version=f"gali-data (gali-harness) {harness.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("download", "fetch the data files of these tasks"), ("where", "show where the data is")):
         s = sub.add_parser(name, help=text)
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--cfg", help="take repo ids / file names / data_dir from this config's task")
         if name == "download":
             s.add_argument("--to", metavar="DIR", help="also write plain files into DIR/<task>/ (use as data_dir)")
-        s.add_argument("-v", "--verbose", action="store_true")
+        add_common_flags(s)
     return p
 
 
@@ -180,7 +183,7 @@ def where(task: str, opts: Any, data_dir: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    configure_logging(args)
 
     def body() -> int:
         for task in _tasks(args.tasks):

@@ -11,18 +11,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli._common import guarded, setup_logging
+from harness.cli._common import guarded
+from harness.cli._flags import add_common_flags, configure_logging
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gali-demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("command", choices=["run", "fetch", "real"], nargs="?", default="run")
     p.add_argument("--results-dir", default=None, help="default: results/demo (run) or results/demo-real (real)")
     p.add_argument("--methods", nargs="+", default=None, help="only these methods")
     p.add_argument("--configs", type=Path, default=None, help="a folder of demo configs to use instead")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+    add_common_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
 
     def body() -> int:
         if args.command == "fetch":

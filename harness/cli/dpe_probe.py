@@ -14,7 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.cli._common import guarded, log, setup_logging
+from harness.cli._common import guarded, log
+from harness.cli._flags import add_common_flags, configure_logging
 from harness.errors import HarnessError
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--gguf-file", default=None)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(p)
     return p
 
 
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    configure_logging(args)
     return guarded(lambda: run(args))
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import add_experiment_args, guarded, log, selected_experiments, setup_logging
+from harness.cli._common import add_experiment_args, guarded, log, selected_experiments
+from harness.cli._flags import add_common_flags, configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gali-eval", description=__doc__)
+    add_experiment_args(p)
+    add_common_flags(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gali-eval", description=__doc__)
-    add_experiment_args(p)
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
 
     def body() -> int:
         from harness.evaluate import evaluate_experiment  # noqa: PLC0415

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import guarded, log, setup_logging
+from harness.cli._common import guarded, log
+from harness.cli._flags import add_common_flags, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,13 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (as in gali-run); repeatable")
     p.add_argument("--overwrite", action="store_true", help="discard existing predictions of the experiment first")
     p.add_argument("--no-eval", action="store_true", help="do not run gali-eval after the shards finish")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    configure_logging(args)
 
     def body() -> int:
         from harness.config import expand_config_paths  # noqa: PLC0415

@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli._common import guarded, log, setup_logging
+from harness.cli._common import guarded, log
+from harness.cli._flags import add_common_flags, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before the time limit at which a task stops and requeues (default 120)")
     s.add_argument("--max-requeues", type=int, help="requeues after time-outs (default 20)")
     s.add_argument("--job-name")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(p)
     return p
 
 
@@ -80,7 +81,7 @@ def print_plan(sweep, executor: str, overrides: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    configure_logging(args)
 
     def body() -> int:
         from harness.config import expand_config_paths  # noqa: PLC0415

@@ -72,3 +72,22 @@ def test_launch_two_cpu_processes_end_to_end(write_cfg, tmp_path):
     assert sorted(ids[0] + ids[1]) == sorted(f"L64-D{d}-T{t}" for d in (50, 100) for t in range(2))
     scores = json.loads((exp / "scores.json").read_text())  # gali-eval ran after the shards
     assert scores["complete"] and scores["subsets"]["needle"]["n_scored"] == 4
+
+
+def test_shard_progress_counts_finished_examples(tmp_path):
+    from harness.launch_progress import ShardProgress  # noqa: PLC0415
+    from harness.results import ExperimentDir  # noqa: PLC0415
+
+    exp = ExperimentDir(tmp_path, "e")
+    exp.predictions_dir.mkdir(parents=True)
+    (exp.predictions_dir / "a.shard-0-of-2.jsonl").write_text(
+        '{"id": "1"}\n{"id": "2", "error": "x"}\n{"id": "3"}\n{"id": "3"}\n')  # 2 finished, 1 error, 1 repeat
+    (exp.predictions_dir / "b.shard-0-of-2.jsonl").write_text('{"id": "4"}\n')
+    (exp.predictions_dir / "a.shard-1-of-2.jsonl").write_text('{"id": "5"}\n{"id": "6"')  # torn last line
+    progress = ShardProgress(exp, ["0", "1"], [5, None])
+    assert progress.done == [3, 1] and [(b.n, b.total) for b in progress.bars] == [(3, 5), (1, None)]
+    assert [b.desc for b in progress.bars] == ["shard 0/2 [0]", "shard 1/2 [1]"]
+    (exp.predictions_dir / "a.shard-1-of-2.jsonl").write_text('{"id": "5"}\n{"id": "6"}\n')
+    progress.update(force=True)
+    assert progress.done[1] == 2 and progress.bars[1].n == 2
+    progress.close()

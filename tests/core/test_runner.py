@@ -163,6 +163,6 @@ def test_cli_run_eval_collect_smoke(tmp_path, tiny_model_dir):
     import openpyxl
 
     wb = openpyxl.load_workbook(results / "summary" / "summary.xlsx")
-    assert wb.sheetnames == ["needle"] and wb["needle"].max_row == 3
+    assert wb.sheetnames[:3] == ["comparison", "by_length", "needle"] and wb["needle"].max_row == 3
     r = run("gali-eval", "--exp", "nothing-*", "--results-dir", str(results))
     assert r.returncode == 2 and "found no experiment matching nothing-*" in r.stderr and "Traceback" not in r.stderr

@@ -261,14 +261,16 @@ def test_collect_workbook_tables_and_figures(tmp_path, capsys):
     assert collect_main(["--all", "--results-dir", str(res), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     wb = openpyxl.load_workbook(out)
-    assert wb.sheetnames == ["leval", "longbench", "needle", "pg19"]
+    assert wb.sheetnames == ["comparison", "by_length", "leval", "longbench", "needle", "pg19", "leval_beyond_orig",
+                             "longbench_beyond_orig", "needle_beyond_orig", "needle_beyond_target", "pg19_beyond_orig"]
     needle = sheet_rows(wb["needle"])
     assert [r["experiment"] for r in needle] == ["needle-ntk", "needle-orig"]  # sorted by model, method, name
     ntk, orig = needle
     assert (orig["needle"], orig["acc@1024"], orig["acc@4096"], orig["complete"]) == (pytest.approx(66.67), 100, 25,
                                                                                       True)
     assert (ntk["needle"], ntk["complete"], ntk["incomplete"], ntk["n_scored"]) == (75, False, "needle 4/12", 4)
-    assert ntk["params"] == "factor=2.0" and orig["original_window"] == 2000 and orig["target"] == 4096
+    assert ntk["p:factor"] == 2.0 and orig["p:factor"] is None
+    assert orig["original_window"] == 2000 and orig["target"] == 4096
     assert orig["average_beyond_orig"] == 50 and orig["n_beyond_orig"] == 8
     lb = {r["experiment"]: r for r in sheet_rows(wb["longbench"])}
     header = [c.value for c in wb["longbench"][1]]
@@ -290,9 +292,11 @@ def test_collect_workbook_tables_and_figures(tmp_path, capsys):
     # beyond-window tables exist where some record reaches the threshold (nothing reaches 4096 but needle's 4100)
     assert sorted(p.stem for p in out.parent.glob("*_beyond_*.csv")) == [
         "leval_beyond_orig", "longbench_beyond_orig", "needle_beyond_orig", "needle_beyond_target", "pg19_beyond_orig"]
-    assert (out.parent / "summary.md").read_text().count("\n## ") == 4 + 5 + 1 - 1  # sheets, beyond, comparison
+    # sheets, beyond, comparison (method x length), comparison (all experiments) first
+    assert (out.parent / "summary.md").read_text().count("\n## ") == 4 + 5 + 1 + 1 - 1
     figures = sorted(p.name for p in (out.parent / "figures").iterdir())
-    assert figures == ["leval_model-a.png", "longbench_model-a.png", "needle_needle-ntk.png", "needle_needle-orig.png",
+    assert figures == ["leval_model-a.png", "longbench_model-a.png", "needle_length_model-a.png",
+                       "needle_methods_model-a.png", "needle_needle-ntk.png", "needle_needle-orig.png",
                        "pg19_ppl_model-a.png"]
     for name in figures:
         path = out.parent / "figures" / name
@@ -365,12 +369,12 @@ def test_stale_scores_warned(tmp_path, caplog):
 def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
     doc = {"exp_name": "e", "model": "m", "method": "gali", "windows": {"original_window": 1500},
            "subsets": {"needle": {"score": 50.0, "cells": {"1024|50": 100.0, "2048|50": 0.0}}}}
-    [path] = PLOTTERS["needle"]([doc], tmp_path)
+    path, _length_plot = PLOTTERS["needle"]([doc], tmp_path)
     with Image.open(path) as im:
         first_sig = im.text["gali-signature"]
     os.utime(path, (1, 1))  # an old file: rewriting it would change the mtime
-    assert PLOTTERS["needle"]([doc], tmp_path) == [path] and path.stat().st_mtime == 1
+    assert PLOTTERS["needle"]([doc], tmp_path)[0] == path and path.stat().st_mtime == 1
     doc["subsets"]["needle"]["cells"]["2048|50"] = 100.0
-    assert PLOTTERS["needle"]([doc], tmp_path) == [path] and path.stat().st_mtime > 1
+    assert PLOTTERS["needle"]([doc], tmp_path)[0] == path and path.stat().st_mtime > 1
     with Image.open(path) as im:
         assert im.text["gali-signature"] != first_sig
