@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import ExperimentDir
+from harness.results import ExperimentDir, io_error
 from harness.workbook import build_sheets, write_workbook
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,14 @@ def load_scores(exps: list[ExperimentDir]) -> list[Item]:
             log.warning("%s: no scores.json (run gali-eval first); skipped", exp.name)
             continue
         try:
-            doc = json.loads(exp.scores_path.read_text())
+            doc = json.loads(exp.scores_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             log.warning("%s: unreadable scores.json (%s); rerun gali-eval --exp %s. Skipped", exp.name, exc, exp.name)
+            continue
+        problem = scores_problem(exp, doc)
+        if problem:
+            log.warning("%s: broken %s (%s); rerun gali-eval --exp %s. Skipped", exp.name, exp.scores_path, problem,
+                        exp.name)
             continue
         scored_at = exp.scores_path.stat().st_mtime
         if any(p.stat().st_mtime > scored_at for paths in exp.prediction_files().values() for p in paths):
@@ -189,6 +194,38 @@ def load_scores(exps: list[ExperimentDir]) -> list[Item]:
                         exp.name, exp.name)
         out.append((exp, doc))
     return out
+
+
+_DICT_KEYS = ("subsets", "summary", "length_subsets", "params", "windows", "speed")
+
+
+def scores_problem(exp: ExperimentDir, doc: Any) -> str | None:
+    """Why a scores document cannot be collected (None when it can): wrong shape, or a row cannot be built."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    for key in _DICT_KEYS:
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            return f"'{key}' is a {type(doc[key]).__name__}, not an object"
+    for name, key in (("subsets", "subsets"), ("length_subsets", "length_subsets")):
+        bad = [s for s, m in (doc.get(key) or {}).items() if not isinstance(m, dict)]
+        if bad:
+            return f"{name}['{bad[0]}'] is not an object"
+    try:  # the same code collect() runs, so a document that passes cannot break the tables
+        rows = [experiment_row(exp, doc), *(length_subset_row(exp, doc, key) for key in LENGTH_SHEETS)]
+        comparison_table([doc])
+        from harness.task_reports import task_tables  # noqa: PLC0415
+
+        task_tables({str(doc.get("task")): [(exp, doc)]})
+        from harness.workbook import comparison_frame  # noqa: PLC0415
+
+        comparison_frame([doc])
+        for row in filter(None, rows):
+            cell = next((k for k, v in row.items() if k != "_subsets" and isinstance(v, (dict, list, tuple))), None)
+            if cell is not None:
+                return f"column {cell!r} would hold a {type(row[cell]).__name__}, not a value"
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -268,6 +305,16 @@ def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[st
                               "markdown": "", "figures": [], "files": []}
     if not tables:
         return result
+    try:
+        return _write_outputs(by_task, tables, length_tables, extra_tables, out, plots, result)
+    except OSError as exc:
+        raise io_error(exc, "writing", getattr(exc, "filename", None) or out) from None
+
+
+def _write_outputs(by_task: dict[str, list[Item]], tables: dict[str, pd.DataFrame],
+                   length_tables: dict[str, pd.DataFrame], extra_tables: dict[str, pd.DataFrame], out: Path,
+                   plots: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """Write the tables, workbook and figures of `collect` (OSError propagates)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     sections = []
     for sheet, df in {**tables, **length_tables, **extra_tables}.items():

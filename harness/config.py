@@ -12,12 +12,14 @@ import dataclasses
 import glob
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from harness import params as P
 from harness.errors import ConfigError, HarnessError
+from harness.params import domain
 
 try:  # Python 3.11+
     import tomllib
@@ -30,6 +32,15 @@ log = logging.getLogger(__name__)
 RUNTIME_KEYS = {"device", "device_map", "results_dir", "max_examples", "test", "exp_name", "slurm", "data_dir",
                 "log_samples", "tracking"}
 
+MAX_TOKENS = P.MAX_TOKENS
+#: experiment names: a safe set of characters (they name a directory and appear in job names)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@,-]*$")
+NAME_MAX = 128
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+
+_TOKENS = P.TOKENS
+_KILO = domain(ge=1, le=MAX_TOKENS // 1000, why=f"thousands of tokens (at most {MAX_TOKENS // 1000})")
+
 
 @dataclass
 class ExperimentConfig:
@@ -39,20 +50,21 @@ class ExperimentConfig:
     model: str
     method: str
     exp_name: str = ""
-    max_pe: int | None = None
-    ori_max_position_embeddings: int | None = None
+    max_pe: int | None = field(default=None, metadata=_TOKENS)
+    ori_max_position_embeddings: int | None = field(default=None, metadata=_TOKENS)
     test: bool = False
     # reference task keys (top level in the original repo)
-    stride: int | None = None
-    times: int | None = None
-    min_k: int | None = None
-    max_k: int | None = None
-    gap: int | None = None
-    n_garbage: int | None = None
-    factor: float | None = None
+    stride: int | None = field(default=None, metadata=_TOKENS)
+    times: int | None = field(default=None, metadata=domain(ge=1, le=100_000, why="trials per cell"))
+    min_k: int | None = field(default=None, metadata=_KILO)
+    max_k: int | None = field(default=None, metadata=_KILO)
+    gap: int | None = field(default=None, metadata=_KILO)
+    n_garbage: int | None = field(default=None, metadata=domain(ge=1, le=4 * MAX_TOKENS, why="filler characters"))
+    factor: float | None = field(default=None, metadata=domain(ge=1.0, le=2.0**20,
+                                                               why="a context scaling factor s >= 1"))
     params: dict = field(default_factory=dict)
     # our additions
-    seed: int = 42
+    seed: int = field(default=42, metadata=domain(ge=0, le=2**63 - 1))
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     device_map: str | None = None
@@ -65,7 +77,7 @@ class ExperimentConfig:
     system_prompt: str | None = None
     data_dir: str | None = None
     results_dir: str = "results"
-    max_examples: int | None = None
+    max_examples: int | None = field(default=None, metadata=domain(ge=1))
     subsets: list[str] | None = None
     task_options: dict = field(default_factory=dict)
     slurm: dict = field(default_factory=dict)
@@ -81,6 +93,21 @@ class ExperimentConfig:
     def fingerprint(self) -> dict[str, Any]:
         """The keys that determine per-example results (used to refuse resuming with a changed config)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the keys whose values differ between two (nested) dicts: ["params.chunk_coe", "times"]."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else [prefix or "<config>"]
+    out: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if key not in old or key not in new:
+            if old.get(key) != new.get(key):
+                out.append(name)
+        else:
+            out.extend(changed_keys(old[key], new[key], name))
+    return out
 
 
 TOP_LEVEL_KEYS = [f.name for f in dataclasses.fields(ExperimentConfig) if not f.metadata.get("internal")]
@@ -115,10 +142,26 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise HarnessError(f"{path}: config file not found. Fix: check the path (configs live under configs/)")
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read the config ({exc.strerror}). Fix: check its permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise HarnessError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}). "
+                           "Fix: save the config as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise HarnessError(f"{path}: invalid TOML ({exc}). Fix: correct the syntax at that line") from None
+    except RecursionError:
+        raise HarnessError(f"{path}: nested too deeply to read. Fix: flatten the tables and arrays") from None
+    try:
+        P.check_depth(data)
+    except ConfigError as exc:
+        raise exc.with_source(str(path)) from None
+    return data
 
 
 def from_dict(data: dict[str, Any], source: str = "<config>", exp_name_default: str = "") -> ExperimentConfig:
@@ -141,19 +184,18 @@ def _check_core(cfg: ExperimentConfig, source: str) -> None:
 
     if not cfg.exp_name:
         raise bad("exp_name", "missing", "add exp_name = \"my-experiment\" (it names the results directory)")
-    if any(c in cfg.exp_name for c in "/\\") or cfg.exp_name.startswith("."):
-        raise bad("exp_name", f"'{cfg.exp_name}' is not a valid directory name",
-                  "use letters, digits, '-', '_' and '.'")
-    for key in ("max_pe", "ori_max_position_embeddings", "stride", "times", "max_examples", "n_garbage", "gap"):
-        value = getattr(cfg, key)
-        if value is not None and value <= 0:
-            raise bad(key, f"must be positive, got {value}", f"set {key} to a positive integer or remove it")
-    if cfg.factor is not None and cfg.factor <= 0:
-        raise bad("factor", f"must be positive, got {cfg.factor}", "use a scaling factor such as 2.0 or 4.0")
+    if len(cfg.exp_name) > NAME_MAX or not NAME_RE.match(cfg.exp_name):
+        shown = cfg.exp_name if len(cfg.exp_name) <= 40 else cfg.exp_name[:40] + "..."
+        raise bad("exp_name", f"{shown!r} is not a safe directory name ({len(cfg.exp_name)} characters)",
+                  f"use at most {NAME_MAX} letters, digits and . _ - + = @ , (starting with a letter or digit)")
+    for key, value in (("results_dir", cfg.results_dir), ("data_dir", cfg.data_dir)):
+        if value is not None and ((key == "results_dir" and not value.strip()) or any(ord(c) < 32 for c in value)):
+            raise bad(key, f"{value!r} is not a usable path (empty, or control characters such as NUL/newline)",
+                      "give a plain directory path")
     if cfg.min_k is not None and cfg.max_k is not None and cfg.min_k > cfg.max_k:
         raise bad("min_k", f"min_k={cfg.min_k} is larger than max_k={cfg.max_k}", "make min_k <= max_k")
-    if cfg.device != "auto" and cfg.device != "cpu" and not cfg.device.startswith(("cuda", "mps")):
-        raise bad("device", f"unknown device '{cfg.device}'", "use auto, cpu, cuda or cuda:N")
+    if not DEVICE_RE.match(cfg.device):
+        raise bad("device", f"unknown device {cfg.device!r}", "use auto, cpu, mps, cuda or cuda:N")
     if cfg.device_map not in (None, "auto"):
         raise bad("device_map", f"unsupported value '{cfg.device_map}'", "use device_map = \"auto\" or remove the key")
 

@@ -13,13 +13,15 @@ raises one DataError naming the file to put where and the `gali-data download <t
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
+import hashlib
 import json
 import logging
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,49 @@ class Document:
     name: str
     text: str
     meta: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------------------------------- data identity
+_RECORDERS: list[dict[str, str]] = []
+
+
+def note_source(name: str, raw: bytes) -> None:
+    """Record that data `name` (a file, or `archive!member`) with content `raw` was read (see `recording`)."""
+    if _RECORDERS:
+        digest = hashlib.sha256(raw).hexdigest()
+        for rec in _RECORDERS:
+            rec[name] = digest
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[dict[str, str]]:
+    """Collect {source name: sha256 of its content} of every data file read inside the block."""
+    sources: dict[str, str] = {}
+    _RECORDERS.append(sources)
+    try:
+        yield sources
+    finally:
+        _RECORDERS.remove(sources)
+
+
+def read_text_file(path: Path | str) -> str:
+    """A UTF-8 text file; DataError naming the file (and the line) when it is unreadable or not UTF-8."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror}). Fix: check the file and its permissions") from None
+    note_source(str(path), raw)
+    return decode_utf8(raw, str(path))
+
+
+def decode_utf8(raw: bytes, source: str) -> str:
+    """`raw` as UTF-8, or a DataError naming `source` and the line of the first invalid byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{source}:{line}: not valid UTF-8 (byte {raw[exc.start]:#04x}). Fix: re-download the file "
+                        "(gali-data download) or re-save it as UTF-8") from None
 
 
 #: data files read in this process: path -> where it came from (provenance.json hashes them)
@@ -139,7 +184,7 @@ def read_jsonl(source: Path | str, text: str | None = None) -> list[dict[str, An
     string) stays in its string, where `str.splitlines` would cut the line; a "\\r" before the "\\n" is JSON
     whitespace.
     """
-    lines = (text if text is not None else Path(source).read_text(encoding="utf-8")).split("\n")
+    lines = (text if text is not None else read_text_file(source)).split("\n")
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -155,13 +200,27 @@ def read_jsonl(source: Path | str, text: str | None = None) -> list[dict[str, An
     return rows
 
 
-def require_fields(rows: list[dict[str, Any]], fields: Iterable[str], source: str) -> None:
-    """DataError if a row lacks one of `fields` (wrong file in the right place)."""
+def require_fields(rows: list[dict[str, Any]], fields: Iterable[str] | Mapping[str, type | tuple[type, ...]],
+                   source: str) -> None:
+    """DataError if a row lacks one of `fields` (wrong file in the right place), or (when `fields` maps names to
+    types) holds a value of the wrong type, e.g. `answers = 3` where a list is expected."""
+    types_ = fields if isinstance(fields, Mapping) else {}
+    if not rows:
+        raise DataError(f"{source}: no rows (an empty file). Fix: re-download it (gali-data download) or remove it")
     for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise DataError(f"{source}: row {i} is a JSON {type(row).__name__}, not an object. Fix: use the "
+                            "published file (gali-data download)")
         missing = [f for f in fields if f not in row]
         if missing:
             raise DataError(f"{source}: row {i} lacks field(s) {missing}; is this the right file? Fix: use the "
                             f"published file (gali-data download)")
+        for name, tp in types_.items():
+            if not isinstance(row[name], tp):
+                want = " or ".join(t.__name__ for t in (tp if isinstance(tp, tuple) else (tp,)))
+                raise DataError(f"{source}: row {i}: field '{name}' is a {type(row[name]).__name__} "
+                                f"({str(row[name])[:40]!r}), expected {want}. Fix: use the published file "
+                                "(gali-data download) or repair that row")
 
 
 def _local(data_dir: str | Path, candidates: list[str]) -> Path | None:
@@ -195,7 +254,7 @@ def load_longbench(name: str, data_dir: str | None = None, repo_id: str = LONGBE
                    archive: str = LONGBENCH_ARCHIVE, revision: str | None = None,
                    download: bool = True) -> list[dict[str, Any]]:
     """Rows of LongBench file `<name>.jsonl` (e.g. `narrativeqa`, `qasper_e`) from `data_dir` or the hub archive."""
-    fields = ("context", "input", "answers")
+    fields = {"context": str, "input": str, "answers": list}
     if data_dir:
         root = _check_dir(data_dir, f"LongBench '{name}'")
         path = _local(root, [f"{name}.jsonl", f"data/{name}.jsonl"])
@@ -216,10 +275,12 @@ def load_longbench(name: str, data_dir: str | None = None, repo_id: str = LONGBE
             if not members:
                 raise DataError(f"LongBench '{name}': {zpath} has no {name}.jsonl. Fix: check the subset name, or "
                                 f"task_options.repo_id / archive")
-            text = zf.read(sorted(members, key=len)[0]).decode("utf-8")
-    except zipfile.BadZipFile:
-        raise DataError(f"{zpath}: not a valid zip archive. Fix: delete it and run `gali-data download longbench` "
-                        f"again") from None
+            raw = zf.read(sorted(members, key=len)[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise DataError(f"{zpath}: not a valid zip archive ({_why(exc)}). Fix: delete it and run "
+                        f"`gali-data download longbench` again") from None
+    note_source(f"{zpath}!{name}.jsonl", raw)
+    text = decode_utf8(raw, f"{zpath}!{name}.jsonl")
     rows = read_jsonl(f"{zpath}!{name}.jsonl", text)
     require_fields(rows, fields, f"{zpath}!{name}.jsonl")
     return rows
@@ -270,7 +331,7 @@ def load_leval(task: str, data_dir: str | None = None, repo_id: str = LEVAL_REPO
         path = leval_file(task, repo_id, path_template, revision, download)
     note_data_file(path, "data_dir" if data_dir else f"hf:{repo_id}")
     rows = read_jsonl(path)
-    require_fields(rows, ("input", "instructions", "outputs"), str(path))
+    require_fields(rows, {"input": str, "instructions": list, "outputs": list}, str(path))
     return rows
 
 
@@ -288,11 +349,18 @@ def pg19_files(repo_id: str = PG19_REPO, pattern: str = PG19_PATTERN, revision: 
 def _parquet_docs(path: Path, text_column: str) -> list[Document]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    table = pq.read_table(path)
+    try:
+        note_source(str(path), path.read_bytes())
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+        raise DataError(f"{path}: not a readable parquet file ({_why(exc)}). Fix: delete it and run "
+                        "`gali-data download pg19` again") from None
     if text_column not in table.column_names:
         raise DataError(f"{path}: no column {text_column!r} (columns: {table.column_names}). Fix: set "
                         f"task_options.text_column")
     texts = table.column(text_column).to_pylist()
+    if not all(t is None or isinstance(t, str) for t in texts):
+        raise DataError(f"{path}: column {text_column!r} does not hold text. Fix: set task_options.text_column")
     titles = table.column("short_book_title").to_pylist() if "short_book_title" in table.column_names else None
     return [Document(f"{path.stem}-{i:04d}", t or "", {"title": titles[i]} if titles else None)
             for i, t in enumerate(texts)]
@@ -306,7 +374,13 @@ def read_documents(files: Iterable[Path], text_column: str = "text") -> list[Doc
         if f.suffix == ".parquet":
             docs.extend(_parquet_docs(f, text_column))
         else:
-            docs.append(Document(f.stem, f.read_text(encoding="utf-8", errors="replace"), {"file": f.name}))
+            try:
+                raw = f.read_bytes()
+            except OSError as exc:
+                raise DataError(f"{f}: cannot read it ({exc.strerror}). Fix: check the file and its "
+                                "permissions") from None
+            note_source(str(f), raw)
+            docs.append(Document(f.stem, raw.decode("utf-8", errors="replace"), {"file": f.name}))
     return docs
 
 

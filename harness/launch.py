@@ -114,7 +114,8 @@ def shard_commands(cfg_path: str, cfg: Any, groups: list[str], overrides: list[s
         cmd = [python, "-m", "harness.cli.run", "--cfg", cfg_path, "--shard", f"{i}/{n}"]
         for item in overrides:
             cmd += ["--set", item]
-        env = {k: v for k, v in os.environ.items() if k != "GALI_SHARDS"}
+        # the shard is given by --shard: no array / GALI_SHARDS variable may contradict it (gali-run refuses that)
+        env = {k: v for k, v in os.environ.items() if k != "GALI_SHARDS" and not k.startswith("SLURM_ARRAY_")}
         env.setdefault("OMP_NUM_THREADS", threads)
         env.setdefault("TQDM_MININTERVAL", "30")  # progress lines in a log file, not a redraw per token
         if devices == "cpu":
@@ -217,15 +218,23 @@ def launch(cfg_path: str, groups: list[str], overrides: list[str] | None = None,
            evaluate: bool = True) -> LaunchResult:
     """Run one config as len(groups) shards in parallel, wait, report, then score what exists."""
     from harness.config import load_config  # noqa: PLC0415
+    from harness.locking import experiment_lock  # noqa: PLC0415
+    from harness.resolve import build_task  # noqa: PLC0415
     from harness.results import ExperimentDir  # noqa: PLC0415
-    from harness.runner import prepare_dir  # noqa: PLC0415
+    from harness.run_checks import check_results_dir  # noqa: PLC0415
+    from harness.runner import prepare_dir, prepare_parent, select_work  # noqa: PLC0415
 
     overrides = list(overrides or [])
     cfg = load_config(cfg_path, overrides)
     _check_model_parallel(groups)
+    check_results_dir(cfg)
+    select_work(build_task(cfg), cfg, (0, 1))  # subsets and data, checked before anything is written
     exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
-    # once, here: checks a resumed dir ran the same config (or wipes it), so the shards need no --overwrite
-    prepare_dir(exp, cfg, overwrite)
+    # once, here: checks a resumed dir ran the same config (or wipes it), so the shards need no --overwrite;
+    # under the experiment's lock, so a second launcher (or a running gali-run) is refused
+    prepare_parent(exp)
+    with experiment_lock(exp.path, what="gali-launch"):
+        prepare_dir(exp, cfg, overwrite)
     result = LaunchResult(cfg.exp_name, exp.path)
     result.shards = shard_commands(cfg_path, cfg, groups, overrides, exp.path / "logs")
     log.info("%s: %d shard(s) on %s", cfg.exp_name, len(groups), " | ".join(groups))

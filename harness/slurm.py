@@ -159,7 +159,9 @@ def experiment_dir(cfg_path: str, overrides: list[str] | None = None) -> Path:
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     cfg = from_dict(data, source=str(cfg_path), exp_name_default=Path(cfg_path).stem)
-    return Path(cfg.results_dir) / cfg.exp_name
+    from harness.results import ExperimentDir  # noqa: PLC0415
+
+    return ExperimentDir(cfg.results_dir, cfg.exp_name).path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,24 +31,79 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def guarded(fn: Callable[[], int]) -> int:
-    """Run a command body: user errors print one line and exit 2, Ctrl-C exits 130, no traceback for either."""
+    """Run a command body: user errors, I/O failures and running out of memory print one line and exit 2, Ctrl-C
+    exits 130; no traceback for any of them."""
     try:
         return fn()
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # an I/O failure not turned into a HarnessError closer to its cause: still one line
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
+        return HarnessError.exit_code
+    except MemoryError:  # a plan that passed the checks but still does not fit this machine
+        print("error: out of memory. Fix: lower the lengths, times, max_pe or max_examples, or use a machine with "
+              "more memory (finished examples are kept)", file=sys.stderr)
+        return HarnessError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
+def os_error_text(exc: OSError) -> str:
+    """One line for an OSError: the full-disk wording of harness.results, else the file and the system's reason."""
+    import errno  # noqa: PLC0415
+
+    from harness.results import io_error  # noqa: PLC0415
+
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return str(io_error(exc, "writing", where))
+    return f"{where}: {exc.strerror or exc}. Fix: check that path (it exists, has the right type, is accessible)"
+
+
+def parse_shard(text: str | list[str] | None, env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """'I/N' -> (I, N). Without --shard: GALI_SHARDS ('I/N', or 'N' with the array task id) overrides; else a SLURM
     job array gives shard = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / step of SLURM_ARRAY_TASK_COUNT; else (0, 1).
+
+    Conflicting requests are refused, never resolved silently: several different --shard values, a --shard that
+    disagrees with GALI_SHARDS, or one that disagrees with a job array of exactly N tasks (whose ids then number
+    the shards). A job array of another size (gali-sweep: configs x shards) does not constrain --shard.
     """
-    if text is None:
-        return _shard_from_env(os.environ)
-    return _parse_shard_text(text, "--shard")
+    env = os.environ if env is None else env
+    texts = [text] if isinstance(text, str) else list(text or [])
+    if not texts:
+        return _shard_from_env(env)
+    shards = {_parse_shard_text(t, "--shard") for t in texts}
+    if len(shards) > 1:
+        raise HarnessError(f"conflicting --shard values {', '.join(texts)}. Fix: pass --shard once")
+    (shard,) = shards
+    _check_env_agrees(shard, env)
+    return shard
+
+
+def _check_env_agrees(shard: tuple[int, int], env: Mapping[str, str]) -> None:
+    """HarnessError when GALI_SHARDS or an N-task job array implies another shard than --shard I/N."""
+    flag = f"--shard {shard[0]}/{shard[1]}"
+    if env.get("GALI_SHARDS", "").strip():
+        try:
+            implied = _shard_from_env(env)
+        except HarnessError as exc:
+            raise HarnessError(f"{flag} given while GALI_SHARDS is set: {exc}") from None
+        if implied != shard:
+            raise HarnessError(f"{flag} disagrees with GALI_SHARDS={env['GALI_SHARDS']} (shard "
+                               f"{implied[0]}/{implied[1]}). Fix: unset GALI_SHARDS or drop --shard")
+        return
+    if env.get("SLURM_ARRAY_TASK_ID") and _env_int(env, "SLURM_ARRAY_TASK_COUNT") == shard[1]:
+        try:
+            implied = _shard_from_env(env)
+        except HarnessError:
+            return  # irregular array ids do not number shards: --shard decides
+        if implied != shard:
+            raise HarnessError(f"{flag} disagrees with the SLURM job array (task {env['SLURM_ARRAY_TASK_ID']} of "
+                               f"{shard[1]} is shard {implied[0]}/{implied[1]}), so two tasks would run the same "
+                               "shard. Fix: drop --shard (the array numbers the shards) or pass --shard "
+                               "$SLURM_ARRAY_TASK_ID/N")
 
 
 def _parse_shard_text(text: str, what: str) -> tuple[int, int]:

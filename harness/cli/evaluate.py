@@ -7,6 +7,7 @@ import sys
 
 from harness.cli._common import add_experiment_args, guarded, log, selected_experiments
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.errors import HarnessError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +25,16 @@ def main(argv: list[str] | None = None) -> int:
         from harness.evaluate import evaluate_experiment  # noqa: PLC0415
 
         exps = selected_experiments(args)
+        status = 0
         for exp in exps:
-            doc = evaluate_experiment(exp)
+            try:
+                doc = evaluate_experiment(exp)
+            except HarnessError as exc:  # one broken experiment: say which, score the others
+                if len(exps) == 1:
+                    raise
+                log.error("%s: not scored: %s", exp.name, exc)
+                status = exc.exit_code
+                continue
             parts = []
             for subset, m in doc["subsets"].items():
                 flag = "" if m["complete"] else f" (partial {m['n_scored']}/{m['n_expected']})"
@@ -35,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, sub in (doc.get("length_subsets") or {}).items():
                 log.info("%s %s (prompt_len >= %s): %s over %d records", exp.name, key, sub["threshold"],
                          sub["summary"], sub["n_scored"])
-        return 0
+        return status
 
     return guarded(body)
 

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-preflight", action="store_true",
                    help="do not check the method's wiring on the loaded model before the first example "
                         "(the preflight; a failure exits with code 3)")
-    p.add_argument("--shard", default=None, help="run shard I of N (I/N); default from SLURM array variables")
+    p.add_argument("--shard", action="append", default=None,
+                   help="run shard I of N (I/N); default from SLURM array variables")
     add_common_flags(p)
     return p
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from harness.results import ExperimentDir  # noqa: PLC0415
+        from harness.run_checks import check_runtime  # noqa: PLC0415
         from harness.runlog import run_log  # noqa: PLC0415
         from harness.runner import run_experiment  # noqa: PLC0415
 
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 dry_run(cfg, shard)
                 continue
+            check_runtime(cfg)  # device and a writable results_dir, before the run log is created there
             logfile = ExperimentDir(cfg.results_dir, cfg.exp_name).path / "logs" / (
                 "run.log" if shard[1] <= 1 else f"run.shard-{shard[0]}-of-{shard[1]}.log")
             with run_log(logfile):

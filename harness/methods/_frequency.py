@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from harness.errors import ConfigError
 from harness.methods.base import Method, ModelInfo
+from harness.params import domain
 
 #: Families whose rotary embedding the frequency methods rebuild (every decoder-only RoPE family the harness loads).
 #: Gemma 3 keeps one rope per layer type: the methods change the global ("full_attention") layers only, the
@@ -20,7 +21,7 @@ FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_te
 class FactorParams:
     """`factor` s: scale of the context extension. Default: max_pe / M (target length over the original window)."""
 
-    factor: float | None = None
+    factor: float | None = field(default=None, metadata=domain(ge=1.0, le=2.0**20, why="a context scaling factor"))
 
 
 def resolve_factor(params: FactorParams, cfg: Any, window: int | None) -> float | None:

@@ -7,7 +7,7 @@ Runs on CPU and GPU (no flash-attn needed). See docs/methods/selfextend_dca.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -17,6 +17,7 @@ from harness.methods._dca_kernel import DcaKernel
 from harness.methods._dca_positions import dca_sizes
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import TOKENS, TOKENS0
 
 try:  # gali-check invariants (harness.check is optional for the method itself)
     import harness.methods._dca_check  # noqa: F401
@@ -38,8 +39,8 @@ class ChunkLlamaParams:
     `chunkllama_attn_replace.py`, the one ChunkLlama's README uses (docs/methods/selfextend_dca.md).
     """
 
-    chunk_size: int | None = None
-    local_window: int | None = None
+    chunk_size: int | None = field(default=None, metadata=TOKENS)
+    local_window: int | None = field(default=None, metadata=TOKENS0)
     mscale: Literal["per_sample", "stateful", "off"] = "per_sample"
     mscale_variant: Literal["flash_decoding", "attn_replace"] = "flash_decoding"
 

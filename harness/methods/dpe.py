@@ -11,7 +11,7 @@ Where the scales come from, first match wins: explicit `scale_factors` / `local_
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -31,6 +31,7 @@ from harness.methods._dpe_table import (
 from harness.methods._positions_banded import identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import MAX_TOKENS, TOKENS, domain
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,15 @@ class DpeParams:
 
     preset: str | None = None
     scales_file: str | None = None
-    local_window: int | None = None
-    scale_factors: list[int] | None = None
-    groups: int = 8
-    group_bounds: list[int] | None = None
-    topk_dim: int | None = None
+    local_window: int | None = field(default=None, metadata=TOKENS)
+    scale_factors: list[int] | None = field(default=None, metadata=domain(ge=1, le=MAX_TOKENS))
+    groups: int = field(default=8, metadata=domain(ge=1, le=4096))
+    group_bounds: list[int] | None = field(default=None, metadata=domain(ge=0, le=4096))
+    topk_dim: int | None = field(default=None, metadata=domain(ge=1, le=4096))
     dims_file: str | None = None
     offset_division: Literal["true", "floor"] = "true"
     logn: bool = False
-    train_len: int | None = None
+    train_len: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -31,6 +31,7 @@ from harness.methods._gali_positions import chunk_sizes
 from harness.methods._gali_runtime import GaliKernel
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import MAX_TOKENS, TOKENS0, domain
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ class GaliParams:
     """GALI parameters (methods.md §2.1). Defaults: the reference README's, see the module docstring."""
 
     #: int: fixed chunk size after the first M tokens; float: ratio of the tokens processed so far (3000.0 is a ratio)
-    chunk_coe: int | float = 3000
+    chunk_coe: int | float = field(default=3000, metadata=domain(gt=0, le=MAX_TOKENS))
     #: lower bound w on the number of newest tokens kept at unit-spaced integer positions (0 <= w < M)
-    local_window: int = 128
+    local_window: int = field(default=128, metadata=TOKENS0)
     #: true: logit interpolation; false: RoPE at the fractional positions (non-uniform position interpolation)
     appro_attn: bool = True
     #: accepted for compatibility; the softmax is exact either way, so it does not change results
@@ -57,7 +58,7 @@ class GaliParams:
     #: 1: add noise only where the interpolation weight r != 0; 0: everywhere
     addon_relcoef: int | bool = 1
     #: multiplier on the distance-dependent noise std (scale_std = 1)
-    std_base: float = 1.0
+    std_base: float = field(default=1.0, metadata=domain(ge=0, le=1e6))
     #: gaussian mean: 0 -> 0, 1 -> the row mean of the logits
     scale_mean: int | bool = 0
     #: 0 -> std 1, 1 -> std = (query index - key index) / K * std_base

@@ -11,7 +11,7 @@ docs/methods/streaming.md (main one: retrieval per query by default; `retrieval 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -21,6 +21,7 @@ from harness.methods._infllm_kernel import InfLLMKernel, InfLLMSizes
 from harness.methods._positions_banded import identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 
 try:  # gali-check invariants (harness.check is optional for the method itself)
     import harness.methods._infllm_check  # noqa: F401
@@ -41,13 +42,13 @@ class InfLLMParams:
     block where the KV cache is.
     """
 
-    n_local: int | None = None
-    n_init: int | None = None
-    block_size: int | None = None
-    topk: int = 16
-    repr_topk: int = 4
-    exc_block_size: int | None = None
-    max_cached_block: int = 32
+    n_local: int | None = field(default=None, metadata=TOKENS)
+    n_init: int | None = field(default=None, metadata=TOKENS0)
+    block_size: int | None = field(default=None, metadata=TOKENS)
+    topk: int = field(default=16, metadata=domain(ge=1, le=MAX_TOKENS))
+    repr_topk: int = field(default=4, metadata=domain(ge=1, le=MAX_TOKENS))
+    exc_block_size: int | None = field(default=None, metadata=TOKENS)
+    max_cached_block: int = field(default=32, metadata=domain(ge=0, le=MAX_TOKENS))
     retrieval: Literal["query", "chunk"] = "query"
 
 

@@ -6,21 +6,22 @@ divided by s, and the band between blends the two with smooth = (M/λ − low)/(
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from harness.errors import ConfigError
 from harness.methods._frequency import FactorParams, FrequencyMethod, set_rope_parameters
 from harness.methods.base import METHODS, ModelInfo
+from harness.params import domain
 
 
 @dataclass
 class Llama3Params(FactorParams):
     """Meta's Llama-3.1 values: low_freq_factor 1, high_freq_factor 4 (factor 8 for 8k -> 128k)."""
 
-    low_freq_factor: float = 1.0
-    high_freq_factor: float = 4.0
+    low_freq_factor: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
+    high_freq_factor: float = field(default=4.0, metadata=domain(gt=0, le=1e6))
 
 
 @METHODS.register

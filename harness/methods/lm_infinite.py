@@ -15,7 +15,7 @@ local branch only for i >= n_local. See docs/methods/streaming.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from harness.methods._positions_banded import PositionTable, identity_check
 from harness.methods._streaming_llm_sinks import sink_band_attention
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import TOKENS, TOKENS0
 
 OFFICIAL_GLOBAL = 10  # global_branch of the official drop-in replacement
 
@@ -34,9 +35,9 @@ class LMInfiniteParams:
     """`n_global` starting tokens (official 10), `n_local` local branch (default the model's window M) and
     `limit_distance` (default n_local)."""
 
-    n_global: int = OFFICIAL_GLOBAL
-    n_local: int | None = None
-    limit_distance: int | None = None
+    n_global: int = field(default=OFFICIAL_GLOBAL, metadata=TOKENS0)
+    n_local: int | None = field(default=None, metadata=TOKENS)
+    limit_distance: int | None = field(default=None, metadata=TOKENS)
 
 
 def lm_infinite_relative(i: int, j: int, n_global: int, n_local: int, limit: int) -> int | None:

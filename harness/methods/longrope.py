@@ -9,7 +9,7 @@ attention change). See docs/methods/frequency.md.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from harness.methods.longrope_factors import (
     read_factors_file,
 )
 from harness.methods.rope import rope_cos_sin
+from harness.params import TOKENS0, domain
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,15 @@ log = logging.getLogger(__name__)
 class LongRopeParams(FactorParams):
     """`factor` s (default max_pe / M) sets the default attention factor sqrt(1 + ln s / ln M)."""
 
-    long_factor: list[float] | None = None  # d/2 factors used beyond the window M (and within it if no short_factor)
-    short_factor: list[float] | None = None  # d/2 factors used for sequences <= M (Phi-3 style switch)
+    #: d/2 factors used beyond the window M (and within it if no short_factor)
+    long_factor: list[float] | None = field(default=None, metadata=domain(gt=0, le=1e6))
+    #: d/2 factors used for sequences <= M (Phi-3 style switch)
+    short_factor: list[float] | None = field(default=None, metadata=domain(gt=0, le=1e6))
     factors_file: str | None = None  # JSON from gali-longrope-search (explicit keys win; folded in at validation)
-    attention_factor: float | None = None  # cos/sin multiplier; default sqrt(1 + ln s / ln M)
-    n_hat: int | None = None  # initial positions that keep the original frequencies (default: file's, else 0)
+    #: cos/sin multiplier; default sqrt(1 + ln s / ln M)
+    attention_factor: float | None = field(default=None, metadata=domain(gt=0, le=100))
+    #: initial positions that keep the original frequencies (default: file's, else 0)
+    n_hat: int | None = field(default=None, metadata=TOKENS0)
 
 
 class InitialTokensRope:

@@ -6,21 +6,22 @@ window M keep their frequency, those with fewer than beta_slow are divided by s,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from harness.errors import ConfigError
 from harness.methods._frequency import FactorParams, FrequencyMethod, set_rope_parameters
 from harness.methods.base import METHODS, ModelInfo
+from harness.params import domain
 
 
 @dataclass
 class NtkByPartsParams(FactorParams):
     """YaRN's ramp bounds (beta_fast 32, beta_slow 1, as in the YaRN paper and transformers)."""
 
-    beta_fast: float = 32.0
-    beta_slow: float = 1.0
+    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6))
+    beta_slow: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
 
 
 @METHODS.register

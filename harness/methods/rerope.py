@@ -9,7 +9,7 @@ KV-cache decode (the cache holds un-rotated keys), so decode equals recomputatio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from harness.methods._logn import scale_query_rows
 from harness.methods._positions_banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import MAX_TOKENS, TOKENS, domain
 
 
 @dataclass
@@ -26,16 +27,16 @@ class ReRopeParams:
     """`window` w (default M/4, the README's w1024 for 4K Llama-2); `logn`: log-n query scaling (official: on)
     with training length `train_len` (default M)."""
 
-    window: int | None = None
+    window: int | None = field(default=None, metadata=TOKENS)
     logn: bool = True
-    train_len: int | None = None
+    train_len: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS))
 
 
 @dataclass
 class LeakyReRopeParams(ReRopeParams):
     """Leaky ReRoPE adds the slope 1/k beyond the window (official k = 16; k = 1 is plain RoPE)."""
 
-    k: float = 16.0
+    k: float = field(default=16.0, metadata=domain(gt=0, le=1e6, why="the slope divisor (16 official)"))
 
 
 def rerope_relative(d: int, window: int, k: float | None = None) -> float:

@@ -6,7 +6,7 @@ from a query at floor(i/G) + W − floor(W/G). Exact for inputs up to W tokens. 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -16,6 +16,7 @@ from harness.methods._selfextend_kernel import SelfExtendKernel
 from harness.methods._selfextend_positions import max_supported_length, suggested_pair, valid_pairs
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import MAX_TOKENS, TOKENS, domain
 
 try:  # gali-check invariants (harness.check is optional for the method itself)
     import harness.methods._selfextend_check  # noqa: F401
@@ -32,10 +33,11 @@ class SelfExtendParams:
     max(1, log(i+1)/log(scale_base)); −1 (the reference's value) turns it off.
     """
 
-    group_size: int | None = None
-    window_size: int | None = None
+    group_size: int | None = field(default=None, metadata=domain(ge=1, le=MAX_TOKENS))
+    window_size: int | None = field(default=None, metadata=TOKENS)
     shift: Literal["floor", "true_div"] = "floor"
-    scale_base: float = -1.0
+    scale_base: float = field(default=-1.0, metadata=domain(gt=1, le=MAX_TOKENS, also=(-1.0,),
+                                                            why="log base of the query scaling; -1 turns it off"))
 
 
 def _pairs_text(pairs: list[tuple[int, int]]) -> str:

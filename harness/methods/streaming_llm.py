@@ -14,7 +14,7 @@ docs/methods/streaming.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from harness.methods._positions_banded import PositionTable, identity_check
 from harness.methods._streaming_llm_sinks import sink_band_attention
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import TOKENS, TOKENS0
 
 OFFICIAL_SINKS = 4  # start_size of the official examples
 OFFICIAL_RECENT = 2000  # recent_size of examples/run_streaming_llama.py (Llama-2, 4K window)
@@ -34,8 +35,8 @@ class StreamingLLMParams:
     """`sinks` (official start_size, 4) and `window` (recent tokens incl. the current one; default
     min(2000, M − sinks): the official recent_size where it fits the model's window M)."""
 
-    sinks: int = OFFICIAL_SINKS
-    window: int | None = None
+    sinks: int = field(default=OFFICIAL_SINKS, metadata=TOKENS0)
+    window: int | None = field(default=None, metadata=TOKENS)
 
 
 def streaming_window(params: StreamingLLMParams, original_window: int) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -27,6 +27,7 @@ from harness.methods._logn import scale_query_rows
 from harness.methods._positions_banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,14 @@ class StringParams:
     """S = `shifted_offset`, or ⌊offset_ratio · L⌋ with L = `max_length` (default max_pe, else the model's window);
     W = `local_value`."""
 
-    shifted_offset: int | None = None
-    offset_ratio: float = 0.33
-    max_length: int | None = None
-    local_value: int = 128
+    shifted_offset: int | None = field(default=None, metadata=TOKENS)
+    offset_ratio: float = field(default=0.33, metadata=domain(gt=0, lt=1))
+    max_length: int | None = field(default=None, metadata=TOKENS)
+    local_value: int = field(default=128, metadata=TOKENS0)
     official_attention_factor: bool = False
     mode: Literal["paper", "reference"] = "paper"
     logn: bool = False
-    train_len: int | None = None
+    train_len: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS))
 
 
 def string_offset(params: StringParams, max_pe: int | None, window: int | None) -> int | None:

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from harness.errors import ConfigError
 from harness.methods._frequency import FactorParams, FrequencyMethod, set_rope_parameters
 from harness.methods.base import METHODS, ModelInfo
+from harness.params import domain
 
 
 @dataclass
 class YarnParams(FactorParams):
     """transformers' defaults: beta_fast 32, beta_slow 1, attention factor 0.1·ln(s) + 1."""
 
-    beta_fast: float = 32.0
-    beta_slow: float = 1.0
-    attention_factor: float | None = None
+    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6))
+    beta_slow: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
+    attention_factor: float | None = field(default=None, metadata=domain(gt=0, le=100))
 
 
 @METHODS.register

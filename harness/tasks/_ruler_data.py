@@ -143,7 +143,7 @@ def _missing(dataset: str, data_dir: str | None) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(data.read_text_file(path))  # recorded as the experiment's data (harness.data.recording)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc}). Fix: re-download it (gali-data download ruler)") from None
 

@@ -16,11 +16,12 @@ prompt; `raw` sends `system prompt + "\\n\\n" + body` as plain text. The config'
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness import data
 from harness.errors import ConfigError, DataError
+from harness.params import TOKENS, TOKENS0
 from harness.prompting import (
     LLAMA2_B_INST,
     LLAMA2_B_SYS,
@@ -108,9 +109,9 @@ class LEvalOptions:
     repo_id: str = data.LEVAL_REPO
     path_template: str = data.LEVAL_PATH
     revision: str | None = None
-    max_new_tokens: int = 512
-    truncation_slack: int = 50
-    truncation_step: int = 250
+    max_new_tokens: int = field(default=512, metadata=TOKENS)
+    truncation_slack: int = field(default=50, metadata=TOKENS0)
+    truncation_step: int = field(default=250, metadata=TOKENS)
     fact_query: bool = True  # sci_fi: also ask the fact question (the reference does)
 
 

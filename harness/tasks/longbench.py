@@ -14,11 +14,12 @@ max length of its `model2maxlen` table (`longbench_max_length`; no generation bu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness import data
 from harness.errors import ConfigError, DataError
+from harness.params import TOKENS, TOKENS0
 from harness.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
 from harness.tasks._common import middle_truncate, prediction_text, table
 from harness.tasks.base import TASKS, Example, Task
@@ -57,9 +58,9 @@ class LongBenchOptions:
     repo_id: str = data.LONGBENCH_REPO
     archive: str = data.LONGBENCH_ARCHIVE
     revision: str | None = None
-    truncation_slack: int = 50  # tokens kept free for the chat wrapper (reference: 50)
-    max_new_tokens: int | None = None  # overrides dataset2maxlen for every subset (not the reference)
-    max_length: int | None = None  # prompt_format "longbench": truncation length (default: model2maxlen's rule)
+    truncation_slack: int = field(default=50, metadata=TOKENS0)  # kept free for the chat wrapper (reference: 50)
+    max_new_tokens: int | None = field(default=None, metadata=TOKENS)  # overrides dataset2maxlen (not the reference)
+    max_length: int | None = field(default=None, metadata=TOKENS)  # prompt_format "longbench": truncation length
 
 
 @TASKS.register

@@ -11,12 +11,13 @@ overall, easy / hard, short / medium / long and per domain; `compensated = true`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import data
 from harness.errors import ConfigError, DataError
+from harness.params import TOKENS, TOKENS0
 from harness.prompting import encode_prompt, stop_token_ids
 from harness.tasks.base import TASKS, Example, Task
 
@@ -55,9 +56,9 @@ class LongBenchV2Options:
     cot: bool = False  # 0-shot chain of thought (reasoning, then the official answer prompt)
     compensated: bool = False  # unanswered questions score 0.25 (result.py's `compensated`)
     length_categories: list[str] | None = None  # keep only these of "short", "medium", "long"
-    max_new_tokens: int = 128  # the answer (pred.py: 128)
-    cot_max_new_tokens: int = 1024  # the reasoning with cot = true (pred.py: 1024)
-    truncation_slack: int = 50  # tokens kept free for the chat wrapper
+    max_new_tokens: int = field(default=128, metadata=TOKENS)  # the answer (pred.py: 128)
+    cot_max_new_tokens: int = field(default=1024, metadata=TOKENS)  # the reasoning with cot = true (pred.py: 1024)
+    truncation_slack: int = field(default=50, metadata=TOKENS0)  # tokens kept free for the chat wrapper
     repo_id: str = LONGBENCH_V2_REPO
     filename: str = LONGBENCH_V2_FILE
     revision: str | None = None
@@ -79,7 +80,7 @@ def load_rows(data_dir: str | None, opts: LongBenchV2Options, download: bool = T
     import json  # noqa: PLC0415
 
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(data.read_text_file(path))  # recorded as the experiment's data (harness.data.recording)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc}). Fix: download it again") from None
     if not isinstance(rows, list):

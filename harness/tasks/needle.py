@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness.errors import ConfigError
+from harness.params import TOKENS, TOKENS0, domain
 from harness.prompting import encode_prompt, stop_token_ids
 from harness.tasks.base import TASKS, Example, Task
 
@@ -137,14 +138,14 @@ class PassKeyRun(Task):
 class NeedleOptions:
     """[task_options] for needle."""
 
-    lengths: list[int] | None = None  # token lengths; overrides min_k/max_k/gap
+    lengths: list[int] | None = field(default=None, metadata=TOKENS)  # nominal token lengths; overrides min_k..
     fit: Literal["tokens", "reference"] = "tokens"  # filler fitted to the length in tokens, or 3.75 chars/token
-    depths: int = 16  # depths i/depths for i = 1..depths (the reference never tests 0%)
-    depth_list: list[float] | None = None  # explicit depth fractions in (0, 1]; overrides `depths`
-    chars_per_token: float = 3.75
-    key_min: int = 50000
-    key_max: int = 500000
-    extra_new_tokens: int = 100  # the reference generates len(answer tokens) + 100
+    depths: int = field(default=16, metadata=domain(ge=1, le=10_000))  # depths i/depths, i = 1..depths (never 0%)
+    depth_list: list[float] | None = field(default=None, metadata=domain(gt=0, le=1))  # overrides `depths`
+    chars_per_token: float = field(default=3.75, metadata=domain(ge=0.1, le=100, why="filler characters per token"))
+    key_min: int = field(default=50000, metadata=domain(ge=0, le=10**15))
+    key_max: int = field(default=500000, metadata=domain(ge=0, le=10**15))
+    extra_new_tokens: int = field(default=100, metadata=TOKENS0)  # the reference generates len(answer) + 100
 
 
 @TASKS.register
@@ -226,6 +227,11 @@ class Needle(PassKeyRun):
 
     def expected_count(self, subset: str) -> int | None:
         return len(self.lengths()) * len(self.depth_fractions()) * (self.cfg.times or 0)
+
+    def plan_chars(self, subset: str) -> int:
+        """Characters of all prompts of the plan (checked against memory before they are built)."""
+        per_cell = sum(garbage_chars(n, self.options.chars_per_token) for n in self.lengths())
+        return per_cell * len(self.depth_fractions()) * (self.cfg.times or 0)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         from harness.scoring.needle import aggregate_needle  # noqa: PLC0415

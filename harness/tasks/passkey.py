@@ -12,10 +12,11 @@ filler and the filler is fitted so that the model input has N tokens (at most; a
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.params import TOKENS, TOKENS0, domain
 from harness.tasks.base import TASKS, Example
 from harness.tasks.needle import PassKeyRun, build_prompt_at
 
@@ -24,11 +25,11 @@ from harness.tasks.needle import PassKeyRun, build_prompt_at
 class PasskeyOptions:
     """[task_options] for passkey."""
 
-    key_min: int = 1
-    key_max: int = 50000
-    extra_new_tokens: int = 100  # the reference generates len(answer tokens) + 100
-    depth_bins: int = 5  # accuracy by insert position in this many equal bins (reporting only)
-    tokens: int | None = None  # fit the filler to this many prompt tokens (replaces n_garbage)
+    key_min: int = field(default=1, metadata=domain(ge=0, le=10**15))
+    key_max: int = field(default=50000, metadata=domain(ge=0, le=10**15))
+    extra_new_tokens: int = field(default=100, metadata=TOKENS0)  # the reference generates len(answer) + 100
+    depth_bins: int = field(default=5, metadata=domain(ge=1, le=10_000))  # accuracy by insert position (report)
+    tokens: int | None = field(default=None, metadata=TOKENS)  # fit the filler to N prompt tokens (not n_garbage)
 
 
 @TASKS.register
@@ -65,6 +66,10 @@ class Passkey(PassKeyRun):
 
     def trials(self) -> int:
         return 1 if self.cfg.test else int(self.cfg.times)
+
+    def plan_chars(self, subset: str) -> int:
+        """Characters of all prompts of the plan (checked against memory before they are built)."""
+        return self.trials() * int(self.cfg.n_garbage or 0)
 
     def examples(self, subset: str) -> list[Example]:
         from harness.runner import derive_seed  # noqa: PLC0415

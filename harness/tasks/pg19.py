@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from harness import data
 from harness.errors import ConfigError, DataError
+from harness.params import TOKENS, domain
 from harness.results import ExperimentDir
 from harness.tasks._common import safe_name
 from harness.tasks.base import TASKS, Example, Task
@@ -41,9 +42,9 @@ class PG19Options:
     pattern: str = data.PG19_PATTERN
     revision: str | None = None
     text_column: str = "text"
-    ppl_lengths: list[int] | None = None  # evaluation lengths in tokens (default: ppl_step, 2*ppl_step, ...)
-    ppl_step: int = 1024
-    min_chars: int = 0  # skip documents shorter than this many characters (so every document reaches every length)
+    ppl_lengths: list[int] | None = field(default=None, metadata=TOKENS)  # default: ppl_step, 2*ppl_step, ...
+    ppl_step: int = field(default=1024, metadata=TOKENS)
+    min_chars: int = field(default=0, metadata=domain(ge=0, le=2**40))  # skip shorter documents (reach every length)
 
 
 def load_npz_nll(path: Path) -> np.ndarray:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Literal
 
 from harness.errors import ConfigError
+from harness.params import TOKENS, domain
 from harness.prompting import effective_format, encode_plain, encode_prompt, stop_token_ids
 from harness.tasks import _ruler_gen as G
 from harness.tasks._ruler_data import common_words, essay_words, load_qa
@@ -34,12 +35,16 @@ VT_ICL_LENGTH = 500  # RULER builds the variable-tracking few-shot example at ma
 class RulerOptions:
     """[task_options] for ruler."""
 
-    lengths: list[int] | None = None  # target lengths in tokens (prompt + max_new_tokens); default RULER's <= max_pe
-    num_samples: int = 500  # examples per task and length (RULER: 500)
+    #: target lengths in tokens (prompt + max_new_tokens); default RULER's <= max_pe
+    lengths: list[int] | None = field(default=None, metadata=TOKENS)
+    #: examples per task and length (RULER: 500)
+    num_samples: int = field(default=500, metadata=domain(ge=1, le=1_000_000))
     haystack_source: Literal["pg19", "python_heldout"] = "pg19"  # essay haystack (RULER: Paul Graham essays)
     haystack_files: list[str] | None = None  # local text files / globs for the essay haystack (override the source)
-    max_new_tokens: int | None = None  # overrides RULER's per-task budget (128/30/120/50/32) for every task
-    threshold: float = EFFECTIVE_THRESHOLD  # effective length: longest length whose average stays >= this
+    #: overrides RULER's per-task budget (128/30/120/50/32) for every task
+    max_new_tokens: int | None = field(default=None, metadata=TOKENS)
+    #: effective length: longest length whose average stays >= this
+    threshold: float = field(default=EFFECTIVE_THRESHOLD, metadata=domain(ge=0, le=100))
 
 
 def incremental(subset: str, length: int) -> int:

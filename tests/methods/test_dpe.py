@@ -241,7 +241,7 @@ def test_presets_and_table_precedence(tmp_path):
 
 def _validate(params, window=64, max_pe=None):
     cls = METHODS.get("dpe")
-    cls.validate(P.build(cls.Params, params), types.SimpleNamespace(max_pe=max_pe), window)
+    cls.validate(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=max_pe), window)
 
 
 def test_config_errors(tmp_path):

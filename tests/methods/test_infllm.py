@@ -197,7 +197,7 @@ def test_chunk_retrieval_strides_keep_chunks_whole(tiny_model_dir):
 
 def _validate(params, window=64):
     cls = METHODS.get("infllm")
-    cls.validate(P.build(cls.Params, params), types.SimpleNamespace(max_pe=None), window)
+    cls.validate(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=None), window)
 
 
 def test_config_errors():

@@ -87,7 +87,7 @@ def test_cached_decode_and_chunks_equal_one_shot(tiny_model_dir):
 
 def _validate(params, window=64):
     cls = METHODS.get("lm_infinite")
-    cls.validate(P.build(cls.Params, params), types.SimpleNamespace(max_pe=None), window)
+    cls.validate(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=None), window)
 
 
 def test_defaults_and_config_errors():

@@ -232,7 +232,7 @@ def test_cached_decode_and_chunked_prefill_equal_recomputation(tiny_model_dir, n
 
 def _validate(name, params, window=64, max_pe=None):
     cls = METHODS.get(name)
-    cls.validate(P.build(cls.Params, params), types.SimpleNamespace(max_pe=max_pe), window)
+    cls.validate(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=max_pe), window)
 
 
 def test_config_errors():

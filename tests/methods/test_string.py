@@ -185,7 +185,7 @@ def test_cached_decode_from_shorter_than_s_equals_recomputation(tiny_model_dir):
 
 def _validate(params, window=64, max_pe=None):
     cls = METHODS.get("string")
-    cls.validate(P.build(cls.Params, params), types.SimpleNamespace(max_pe=max_pe), window)
+    cls.validate(P.build(cls.Params, params, prefix="params."), types.SimpleNamespace(max_pe=max_pe), window)
 
 
 def test_config_errors():

@@ -188,14 +188,14 @@ def test_eval_while_a_run_appends(tmp_path):
     done = threading.Event()
 
     def writer() -> None:
-        with JsonlAppender(path) as out:
-            for r in records:
-                line = json.dumps(r) + "\n"
-                out.fh.write(line[: len(line) // 2])
-                out.fh.flush()
-                out.fh.write(line[len(line) // 2:])
-                out.fh.flush()
-        done.set()
+        try:
+            with JsonlAppender(path) as out:
+                for r in records:
+                    line = (json.dumps(r) + "\n").encode()
+                    os.write(out.fd, line[: len(line) // 2])
+                    os.write(out.fd, line[len(line) // 2:])
+        finally:
+            done.set()
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -378,3 +378,67 @@ def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
     assert PLOTTERS["needle"]([doc], tmp_path)[0] == path and path.stat().st_mtime > 1
     with Image.open(path) as im:
         assert im.text["gali-signature"] != first_sig
+
+
+# ------------------------------------------------------------------------------------------- broken files (class 9)
+BROKEN_LINES = ['{"id": "L1024-D50-T0", "subset": "needle", "prompt_len"', "[1, 2, 3]", "42", '"just a string"',
+                '{"subset": "needle", "meta": {}}', '{"id": 5, "meta": {}}', '{"id": "L1024-D50-T9", "meta": "x"}',
+                '{"id": "x", "meta": [1]}']
+
+
+@pytest.mark.parametrize("bad", BROKEN_LINES)
+def test_eval_skips_broken_lines_and_scores_the_rest(tmp_path, caplog, bad):
+    clean = evaluate_experiment(ExperimentDir(tmp_path, needle_exp(tmp_path, "clean").name))
+    d = needle_exp(tmp_path, "broken")
+    pred = d / "predictions" / "needle.jsonl"
+    lines = pred.read_text().splitlines()
+    pred.write_text("\n".join([*lines[:5], bad, *lines[5:]]) + "\n")
+    before = pred.read_bytes()
+    doc = evaluate_experiment(ExperimentDir(tmp_path, "broken"))
+    assert doc["subsets"]["needle"]["n_scored"] == 12
+    assert doc["subsets"]["needle"]["score"] == clean["subsets"]["needle"]["score"]
+    assert "broken line" in caplog.text and str(pred) in caplog.text
+    assert pred.read_bytes() == before  # scoring never rewrites predictions
+
+
+@pytest.mark.parametrize("config_text", ["[1, 2]", "{not json", '{"task": "needle"}', ""])
+def test_eval_all_names_a_broken_experiment_and_scores_the_others(tmp_path, capsys, caplog, config_text):
+    needle_exp(tmp_path, "a-good")
+    bad = needle_exp(tmp_path, "b-bad")
+    (bad / "config.json").write_text(config_text)
+    assert eval_main(["--all", "--results-dir", str(tmp_path)]) == 2
+    assert (tmp_path / "a-good" / "scores.json").is_file() and not (bad / "scores.json").exists()
+    assert "b-bad: not scored" in caplog.text and "Traceback" not in capsys.readouterr().err
+
+
+BROKEN_SCORES = [[], "a string", 3, {"subsets": [1, 2]}, {"task": "needle", "subsets": {"needle": "x"}},
+                 {"task": "needle", "subsets": {"needle": {"n_scored": "many", "score": 1}}},
+                 {"task": "needle", "subsets": {"needle": {"score": {"nested": 1}}}},
+                 {"task": "needle", "summary": [1], "subsets": {}}, {"task": "needle", "params": "factor=2"},
+                 {"task": "needle", "length_subsets": {"beyond_original": 7}, "subsets": {}},
+                 {"task": "needle", "subsets": {}, "speed": [1, 2]}]
+
+
+@pytest.mark.parametrize("doc", BROKEN_SCORES, ids=[str(i) for i in range(len(BROKEN_SCORES))])
+def test_collect_skips_and_names_a_broken_scores_file(tmp_path, caplog, doc):
+    good = needle_exp(tmp_path, "good")
+    evaluate_experiment(ExperimentDir(tmp_path, good.name))
+    bad = needle_exp(tmp_path, "bad")
+    (bad / "scores.json").write_text(json.dumps(doc))
+    result = collect(find_experiments(tmp_path), tmp_path / "out" / "s.xlsx", plots=False)
+    assert list(result["tables"]["needle"]["experiment"]) == ["good"]
+    assert "bad: broken" in caplog.text and str(bad / "scores.json") in caplog.text
+    assert (tmp_path / "out" / "s.xlsx").is_file()
+
+
+@pytest.mark.parametrize("where", ["parent-is-file", "out-is-dir"])
+def test_collect_unwritable_out_is_one_line(tmp_path, capsys, where):
+    evaluate_experiment(ExperimentDir(tmp_path, needle_exp(tmp_path).name))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker / "s.xlsx" if where == "parent-is-file" else tmp_path / "dir.xlsx"
+    if where == "out-is-dir":
+        out.mkdir()
+    assert collect_main(["--all", "--results-dir", str(tmp_path), "--out", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err
