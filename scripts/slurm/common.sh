@@ -9,7 +9,8 @@
 #                        TERM (scancel, preemption) -> forwarded; no self-requeue (SLURM requeues preempted --requeue
 #                        jobs itself; a cancelled job stays cancelled).
 #                      On a restart (SLURM_RESTART_COUNT > 0) --overwrite is dropped, so a requeue never wipes progress.
-# Environment: GALI_HOME (repository root), GALI_PYTHON, GALI_MAX_REQUEUES (default 20), HF_HUB_OFFLINE (default 1:
+# Environment: GALI_HOME (repository root), GALI_PYTHON, GALI_MAX_REQUEUES (default 20), GALI_LOCK_WAIT (seconds to
+# wait for a held experiment lock, default 300), HF_HUB_OFFLINE (default 1:
 # compute nodes read the models and data pre-fetched on the login node; export HF_HUB_OFFLINE=0 to allow downloads).
 
 set -u
@@ -22,6 +23,8 @@ export PYTHONPATH="$GALI_HOME${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export TOKENIZERS_PARALLELISM=false
 export TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"
+# a requeued job can start while its old instance is still finishing: wait for its experiment lock, do not fail
+export GALI_LOCK_WAIT="${GALI_LOCK_WAIT:-300}"
 
 gali_exp_dir() {
     "$PY" -m harness.slurm exp-dir "$@"
