@@ -1,5 +1,6 @@
 """gali-check passes for every registered method on the lab model and on tiny random Llama / Mistral / Qwen2
-models (this file is part of `make test-latest`, so a new transformers release that breaks a method fails CI)."""
+models, and for every method on each further family it claims (Qwen3, Gemma 2, Gemma 3, Phi-3). This file is part
+of `make test-latest`, so a new transformers release that breaks a method fails CI."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 from harness.check import run_checks
 from harness.config import from_dict
 from harness.methods.base import METHODS
+from harness.models import method_families
 from harness.resolve import resolve
+from tests.tiny import make_model_dir
 
 ALL_METHODS = METHODS.names()
 
@@ -38,3 +41,17 @@ def test_every_method_passes_gali_check_on_the_lab_model(method):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_every_method_passes_gali_check_on_each_family(family_model_dir, method):
     _assert_passes(_cfg(str(family_model_dir), method, 64, 160), 160)
+
+
+@pytest.fixture(scope="module", params=["qwen3", "gemma2", "gemma3_text", "phi3"])
+def other_family_dir(request, tmp_path_factory):
+    """Tiny random models of the families only `original` and the frequency methods claim."""
+    return request.param, make_model_dir(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_that_claims_a_family_passes_gali_check_on_it(other_family_dir, method):
+    family, path = other_family_dir
+    if family not in method_families(method):
+        pytest.skip(f"{method} does not claim {family} (refused at dry-run; see docs/support.md)")
+    _assert_passes(_cfg(str(path), method, 64, 160), 160)
