@@ -45,7 +45,7 @@ HELD_OUT_FRACTION = 0.1
 
 # ----------------------------------------------------------------------------------------------------------- data
 def needle_prompt(n_garbage: int, depth: float, key: int) -> str:
-    """The harness's pass-key prompt (reference harness.md §2.4), without the answer."""
+    """The harness's pass-key prompt (reference docs/reference/harness.md §2.4), without the answer."""
     prefix = GARBAGE_INF[: int(depth * n_garbage)]
     suffix = GARBAGE_INF[: n_garbage - len(prefix)]
     needle = f"The pass key is {key}. Remember it. {key} is the pass key."

@@ -1,4 +1,4 @@
-"""Dual Chunk Attention (ChunkLlama) position arithmetic (methods.md §4): pure functions, no model glue.
+"""Dual Chunk Attention (ChunkLlama) position arithmetic (docs/reference/methods.md §4): pure functions, no model glue.
 
 Chunk size S (default floor(3M/4)), local window W (default floor(M/16)), chunk length C = S − W. Query at absolute
 index i, key at j, a = i mod C, b = j mod C, chunk index = index // C:
@@ -43,7 +43,8 @@ def inter_query_position(chunk_size: int, chunk_len: int) -> int:
 
 
 def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int, chunk_len: int) -> torch.Tensor:
-    """[s, K] float64 distance each (query, key) logit uses (table of methods.md §4); NaN for future keys."""
+    """[s, K] float64 distance each (query, key) logit uses (table of docs/reference/methods.md §4); NaN for future
+    keys."""
     S, C = chunk_size, chunk_len
     qc, kc = (q_pos // C)[:, None], (k_pos // C)[None, :]
     kp = key_positions(k_pos, C)[None, :].double()

@@ -1,4 +1,4 @@
-"""DPE positions and attention kernel (beyond.md §1.5–1.6, the official code's SelfExtend floor form).
+"""DPE positions and attention kernel (docs/reference/beyond.md §1.5–1.6, the official code's SelfExtend floor form).
 
 For a key at distance d >= w, pair p of group g (scale s) uses query position ⌊i/s⌋ + w − w/s and key position ⌊j/s⌋,
 so r_p = ⌊i/s⌋ − ⌊j/s⌋ + w − w/s (`offset_division = "true"`, the official prefill) or with ⌊w/s⌋ (`"floor"`, the

@@ -1,4 +1,5 @@
-"""DPE's two calibration steps (beyond.md §1.3–1.4), regenerated because the authors' tables are not available.
+"""DPE's two calibration steps (docs/reference/beyond.md §1.3–1.4), regenerated because the authors' tables are not
+available.
 
 (b) `dimension_contributions`: per (layer, head, pair) the mean over lengths, samples and tokens of
     ‖q_t^(p)‖·‖k_t^(p)‖ on pre-RoPE states (k from the head's KV group); the top-k pairs are a head's key dimensions.
@@ -31,7 +32,8 @@ NEEDLE = "One of the special magic numbers for {key} is: {value}."
 
 
 def probe_grid(target: int, pretrain: int, min_length: int = 1024) -> tuple[int, list[int]]:
-    """Background factor 2·T/P and probe factors T/ℓ for ℓ = T, T/2, ... >= min_length (beyond.md §1.3, case 10)."""
+    """Background factor 2·T/P and probe factors T/ℓ for ℓ = T, T/2, ... >= min_length (docs/reference/beyond.md
+    §1.3, case 10)."""
     background = max(1, (2 * target) // pretrain)
     factors, length = [], target
     while length >= min_length or not factors:

@@ -1,4 +1,4 @@
-"""Two-branch banded attention: the shared structure of DPE, STRING and ReRoPE (beyond.md §0).
+"""Two-branch banded attention: the shared structure of DPE, STRING and ReRoPE (docs/reference/beyond.md §0).
 
 Keys at distance d = i − j are split into a **near** branch (0 <= d < near_width) and a **far** branch
 (d >= far_start), each plain RoPE attention with its own query/key rotations; the two are merged exactly with their

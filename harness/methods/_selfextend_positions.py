@@ -1,4 +1,4 @@
-"""SelfExtend position arithmetic (methods.md §3): pure functions, no model glue.
+"""SelfExtend position arithmetic (docs/reference/methods.md §3): pure functions, no model glue.
 
 Query i, key j (absolute indices). Neighbour region `0 ≤ i − j < W`: standard distance i − j. Group region
 `i − j ≥ W`: the key sits at floor(j/G) and the query at floor(i/G) + shift, with shift = W − floor(W/G)

@@ -1,4 +1,4 @@
-"""`chunkllama`: ChunkLlama / Dual Chunk Attention (An et al., 2024; methods.md §4).
+"""`chunkllama`: ChunkLlama / Dual Chunk Attention (An et al., 2024; docs/reference/methods.md §4).
 
 The sequence is cut into chunks of C = S − W tokens; every logit uses a relative distance ≤ S < M (intra-chunk:
 exact; previous chunk: query capped at S; older chunks: query at min(2C − 1, S)). Exact for inputs up to C tokens.

@@ -1,4 +1,4 @@
-"""`dpe`: Dimension-Wise Positional Embeddings Manipulation (Lu et al., COLM 2025; beyond.md §1).
+"""`dpe`: Dimension-Wise Positional Embeddings Manipulation (Lu et al., COLM 2025; docs/reference/beyond.md §1).
 
 Ordinary RoPE for keys closer than `local_window` w; beyond it each group of frequency pairs gets SelfExtend-style
 grouped positions with its own integer scale. Optionally only the top-k "key" pairs per (layer, head), ranked by

@@ -1,4 +1,4 @@
-"""`dynamic_ntk`: transformers' dynamic NTK scaling (methods.md §6).
+"""`dynamic_ntk`: transformers' dynamic NTK scaling (docs/reference/methods.md §6).
 
 For ℓ = current length > M the base is θ·(s·ℓ/M − (s−1))^(d/(d−2)), recomputed as the sequence grows; for ℓ ≤ M
 the model is the original. Like the reference (HF generate), cached keys keep the rotation they were written with.

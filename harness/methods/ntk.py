@@ -1,4 +1,4 @@
-"""`ntk`: static NTK-aware scaling: a fixed larger base θ' = θ · s^(d/(d−2)) (methods.md §5)."""
+"""`ntk`: static NTK-aware scaling: a fixed larger base θ' = θ · s^(d/(d−2)) (docs/reference/methods.md §5)."""
 
 from __future__ import annotations
 

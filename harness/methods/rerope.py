@@ -1,6 +1,7 @@
 """`rerope` and `leaky_rerope`: ReRoPE / Leaky ReRoPE (Su Jianlin, 2023) with optional log-n query scaling.
 
-Relative position (beyond.md §3.1): ReRoPE r = min(d, w); Leaky ReRoPE r = d for d < w, w + (d − w)/k beyond.
+Relative position (docs/reference/beyond.md §3.1): ReRoPE r = min(d, w); Leaky ReRoPE r = d for d < w, w + (d − w)/k
+beyond.
 Computed as two branches merged with their log-sum-exps (§3.5): near = ordinary RoPE for d < w; far = R(w)q against
 **un-rotated** keys (ReRoPE) or R((i − w)/k + w)q against R(j/k)k (Leaky). O(n) memory, same code for prefill and
 KV-cache decode (the cache holds un-rotated keys), so decode equals recomputation exactly.

@@ -1,4 +1,5 @@
-"""`selfextend`: SelfExtend (Jin et al., 2024; methods.md §3) — neighbour attention within W, grouped positions beyond.
+"""`selfextend`: SelfExtend (Jin et al., 2024; docs/reference/methods.md §3) — neighbour attention within W, grouped
+positions beyond.
 
 Training-free: keys closer than W tokens keep their exact relative distance; older keys are seen at floor(j/G)
 from a query at floor(i/G) + W − floor(W/G). Exact for inputs up to W tokens. See docs/methods/selfextend_dca.md.

@@ -1,4 +1,4 @@
-"""`string`: STRING, ShifTed Rotary position embeddING (An et al., ICLR 2025; beyond.md §2).
+"""`string`: STRING, ShifTed Rotary position embeddING (An et al., ICLR 2025; docs/reference/beyond.md §2).
 
 Relative distance d >= S is replaced by d − S + W (d < S unchanged): the rarely trained largest positions are dropped
 and well-trained ones reused. Near branch = ordinary RoPE for d < S; far branch = the query rotated to i − S + W

@@ -1,4 +1,4 @@
-"""`yarn`: YaRN (Peng et al., 2023) through transformers' own rope type (methods.md §7)."""
+"""`yarn`: YaRN (Peng et al., 2023) through transformers' own rope type (docs/reference/methods.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`leval`: the 7 closed-ended L-Eval tasks as run by the reference harness (harness.md §2.2, §3.2, §7.3, §7.4).
+"""`leval`: the 7 closed-ended L-Eval tasks as run by the reference harness (docs/reference/harness.md §2.2, §3.2,
+§7.3, §7.4).
 
 Per document: word truncation while the document has more than `max_pe - 512 - 50` tokens (keep the end for codeU);
 per instruction: the task's system prompt and message format, 512 new tokens, greedy. sci_fi adds the "fact" query
@@ -49,7 +50,7 @@ FACT_SUFFIX = "Please directly answer without any additional output or explanati
 
 
 def system_prompt(task: str) -> str:
-    """The task's L-Eval system prompt (harness.md §7.3), chosen by task name."""
+    """The task's L-Eval system prompt (docs/reference/harness.md §7.3), chosen by task name."""
     prompts = table("leval_system_prompts")
     return prompts.get(task, prompts["_generic"])
 

@@ -1,4 +1,4 @@
-"""`longbench`: LongBench v1 as run by the reference harness (harness.md §2.1, §3.1, §7.1, §7.2).
+"""`longbench`: LongBench v1 as run by the reference harness (docs/reference/harness.md §2.1, §3.1, §7.1, §7.2).
 
 Default subsets: the 16 English datasets (or, with `task_options.longbench_e = true`, the 13 LongBench-E `_e` files);
 the 5 Chinese datasets can be selected with `subsets`. Per example: `dataset2prompt[name].format(**row)`, middle

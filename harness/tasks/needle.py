@@ -1,4 +1,4 @@
-"""`needle`: the reference's synthetic pass-key grid (harness.md §2.4).
+"""`needle`: the reference's synthetic pass-key grid (docs/reference/harness.md §2.4).
 
 Lengths `min_k…max_k` step `gap` (thousands of tokens; or `task_options.lengths` in tokens), 16 depths
 (i/16, i = 1..16), `times` trials per cell, the reference's filler, wording and scoring (key substring of the

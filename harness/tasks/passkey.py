@@ -1,4 +1,5 @@
-"""`passkey` (legacy name `passkey_retreival`): the reference's random-position pass-key test (harness.md §2.4).
+"""`passkey` (legacy name `passkey_retreival`): the reference's random-position pass-key test
+(docs/reference/harness.md §2.4).
 
 `times` trials; each puts the key line after a random number of filler characters in `[0, n_garbage]` and draws the
 key from `[1, 50000]`, both from a per-trial RNG seeded by the run seed and the trial id. The prompt, generation

@@ -1,4 +1,5 @@
-"""`pg19`: language-model perplexity on the first `max_pe - 1` tokens of each document (harness.md §2.3, §3.4).
+"""`pg19`: language-model perplexity on the first `max_pe - 1` tokens of each document (docs/reference/harness.md
+§2.3, §3.4).
 
 Unlike the reference (which skips the first token of every `stride` chunk for the baselines), every method scores
 every token of the prefix: `Engine.token_nll` carries the KV cache across the method's prefill chunks, so `stride` is

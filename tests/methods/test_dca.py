@@ -1,4 +1,5 @@
-"""ChunkLlama / DCA: methods.md §11 cases 22–27 (sizes, hand distances, naive merge, original, mscale, decode)."""
+"""ChunkLlama / DCA: docs/reference/methods.md §11 cases 22–27 (sizes, hand distances, naive merge, original, mscale,
+decode)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DPE: beyond.md §4 cases 7–12, 14, 15 (hand rows, groups, division conventions, probe grid, top-k, identities)."""
+"""DPE: docs/reference/beyond.md §4 cases 7–12, 14, 15 (hand rows, groups, division conventions, probe grid, top-k,
+identities)."""
 
 from __future__ import annotations
 

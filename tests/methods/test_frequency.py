@@ -1,4 +1,4 @@
-"""Frequency methods (methods.md §5–7, §11 cases 28–30) and cached-decode consistency of every method."""
+"""Frequency methods (docs/reference/methods.md §5–7, §11 cases 28–30) and cached-decode consistency of every method."""
 
 from __future__ import annotations
 

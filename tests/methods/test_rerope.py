@@ -1,4 +1,5 @@
-"""ReRoPE / Leaky ReRoPE / log-n: beyond.md §4 cases 1–3, 12–16, against hand values and a naive L×L reference."""
+"""ReRoPE / Leaky ReRoPE / log-n: docs/reference/beyond.md §4 cases 1–3, 12–16, against hand values and a naive L×L
+reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SelfExtend: methods.md §11 cases 16–21 (hand positions, config validity, naive L×L reference, original/decode)."""
+"""SelfExtend: docs/reference/methods.md §11 cases 16–21 (hand positions, config validity, naive L×L reference,
+original/decode)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""STRING: beyond.md §4 cases 4–6, 12–14 (hand rows, defaults, decode slicing, identities, reference double count)."""
+"""STRING: docs/reference/beyond.md §4 cases 4–6, 12–14 (hand rows, defaults, decode slicing, identities, reference
+double count)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ EXAM_SYS = ("Now you are given a very long document. Please follow the instructi
             "multi-choice questions, there is only a sinlge correct option. Please only provide the letter "
             "corresponding to the answer (like A or B) when answering. For other questions, please directly give the "
             "concise and accurate answer. ")
-SYS = {  # harness.md §7.3, typos and trailing spaces included
+SYS = {  # docs/reference/harness.md §7.3, typos and trailing spaces included
     "gsm100": "Given several question answer pairs, you need to follow a similar format to answer the last question. "
               "Make sure the response is end with The answer is _ . ",
     "topic_retrieval_longchat": "Below is a record of our previous conversation on many different topics. You are "

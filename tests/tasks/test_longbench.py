@@ -155,7 +155,7 @@ def test_longbench_e_uses_the_base_templates(tok):
 
 
 def test_truncation_budget_is_max_pe_minus_max_new_tokens_minus_50():
-    # harness.md §2.1: max_pe 16384, narrativeqa (128) -> threshold 16206, half 8103
+    # docs/reference/harness.md §2.1: max_pe 16384, narrativeqa (128) -> threshold 16206, half 8103
     assert lb().budget("narrativeqa") == 16206
     assert lb(max_pe=4096).budget("gov_report") == 4096 - 512 - 50
 

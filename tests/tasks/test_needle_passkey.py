@@ -16,7 +16,8 @@ def needle(tokenizer=None, **keys):
 
 def test_reference_grid():
     task = needle()
-    assert task.lengths() == [1000, 5000, 9000, 13000, 17000, 21000, 25000, 29000]  # harness.md §2.4, README values
+    # docs/reference/harness.md §2.4, README values
+    assert task.lengths() == [1000, 5000, 9000, 13000, 17000, 21000, 25000, 29000]
     assert garbage_chars(1000, 3.75) == 3072 and garbage_chars(16000, 3.75) == 59392  # floor(3.75 L / 1024) * 1024
     exs = [e for e in needle(task_options={"lengths": [1000]}).examples("needle")]
     assert len(exs) == 16 * 2 and needle().expected_count("needle") == 8 * 16 * 2
