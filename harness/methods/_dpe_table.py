@@ -3,7 +3,8 @@
 The table is what `gali-dpe-probe` writes and what `dpe` loads with `scales_file = "..."` (the authors' precomputed
 per-model tables are not available, docs/reference/beyond.md §1.2). Format (`"format": "gali-dpe-scales"`,
 version 1): local_window, group_bounds, scale_factors, optional topk_dim and contributions
-[layers][heads][head_dim/2] (the 2-norm attention contribution of every frequency pair, §1.4), plus the probe's raw scores for provenance.
+[layers][heads][head_dim/2] (the 2-norm attention contribution of every frequency pair, §1.4), plus the probe's
+raw scores for provenance.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class DpePreset:
 
 
 #: docs/reference/beyond.md §1.2. The two Llama-3-8B settings disagree: the config file's, and the README's
-#: "best setting" that produced the released RULER-128K predictions (with top-k 48, whose dimension table is not available).
+#: "best setting" that produced the released RULER-128K predictions (with top-k 48, whose dimension table is not
+#: available).
 _YAML = "config/dpe_config.yaml"
 PRESETS: dict[str, DpePreset] = {
     "llama3-8b-config": DpePreset(1024, (2, 8, 2, 8, 32, 32, 32, 4), f"{_YAML} (Meta-Llama-3-8B-Instruct)"),
