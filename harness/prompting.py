@@ -4,9 +4,10 @@
 - `chat_template`: the tokenizer's chat template, with the config's `system_prompt` as system message (default none).
 - `reference`: exactly the original GALI harness (docs/reference/harness.md §2): Llama-2
   `"[INST]" + prompt + "[/INST]"` (no spaces, no system prompt, BOS from the tokenizer); Llama-3 chat template
-  with the default "pirate" system prompt (the config's `system_prompt` is ignored). The family is decided by the case-sensitive substrings "Llama-2"/"Llama-3" of
-  the model name, as in the reference; for other names, by the tokenizer's chat template (Llama-3 header tokens or
-  Llama-2 `[INST]`/`<<SYS>>`); otherwise a ConfigError (the reference would crash).
+  with the default "pirate" system prompt (the config's `system_prompt` is ignored). The family is decided by the
+  case-sensitive substrings "Llama-2"/"Llama-3" of the model name, as in the reference; for other names, by the
+  tokenizer's chat template (Llama-3 header tokens or Llama-2 `[INST]`/`<<SYS>>`); otherwise a ConfigError (the
+  reference would crash).
 - `longbench`: THUDM/LongBench's own `pred.py` (the LongBench leaderboard): its `build_chat` per model family
   (`longbench_family`: Llama-2 `"[INST]" + prompt + "[/INST]"`, Vicuna/LongChat's FastChat "vicuna_v1.1"
   conversation, XGen and InternLM strings, any other model unwrapped); the truncation budget is set by the LongBench
