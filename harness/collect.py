@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import figure_pool
 from harness.results import ExperimentDir, io_error
 from harness.workbook import build_sheets, write_workbook
 
@@ -265,21 +266,29 @@ def comparison_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=lead + lengths)
 
 
+def _save_figure(fig: Any, path: Path, sig: str) -> Path:
+    from harness.plots import _save  # noqa: PLC0415
+
+    return _save(fig, path, sig)
+
+
 def make_figures(by_task: dict[str, list[Item]], out_dir: Path) -> list[Path]:
     """Figures of every task with a plotter in harness.plots.PLOTTERS (a failing plot is logged, not raised)."""
     from harness.plots import PLOTTERS  # noqa: PLC0415
 
     figures: list[Path] = []
-    for task, items in by_task.items():
-        plotter = PLOTTERS.get(task)
-        if plotter is None:
-            continue
-        docs = sorted((d for _, d in items), key=lambda d: str(d.get("exp_name")))
-        try:
-            figures += plotter(docs, out_dir)
-        except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError) as exc:
-            log.warning("%s: plotting failed (%s: %s); tables are unaffected", task, type(exc).__name__, exc)
-    return figures
+    with figure_pool.deferring() as jobs:  # plotters queue what needs drawing; drawn below in worker processes
+        for task, items in by_task.items():
+            plotter = PLOTTERS.get(task)
+            if plotter is None:
+                continue
+            docs = sorted((d for _, d in items), key=lambda d: str(d.get("exp_name")))
+            try:
+                figures += plotter(docs, out_dir)
+            except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError) as exc:
+                log.warning("%s: plotting failed (%s: %s); tables are unaffected", task, type(exc).__name__, exc)
+    failed = figure_pool.draw_all(jobs, _save_figure)
+    return [p for p in figures if p not in failed]
 
 
 def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[str, Any]:

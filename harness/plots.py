@@ -36,6 +36,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from harness import figure_pool
+
 log = logging.getLogger(__name__)
 
 Plotter = Callable[[list[dict[str, Any]], Path], list[Path]]
@@ -192,7 +194,7 @@ def plot_needle(docs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def _draw(path: Path, draw: Callable[[], Any], *data: Any) -> Path:
     """Draw and save unless `path` already shows exactly `data` (its signature)."""
     sig = signature(path.name, *data)
-    if is_current(path, sig):
+    if is_current(path, sig) or figure_pool.defer(path, draw, sig):  # deferred: drawn in parallel by collect
         return path
     return _save(draw(), path, sig)
 

@@ -14,6 +14,7 @@ region (usually one) and the new key. Equal to the one-frame path up to float ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +56,7 @@ class _LayerState:
 
 
 class TwoFrameDecoder:
-    """Per-layer buffers and the two-frame attention of one decode step (one query, K > M, no noise)."""
+    """Per-layer buffers and the two-frame attention of one decode step (one query, K > M)."""
 
     def __init__(self) -> None:
         self._state: dict[int, _LayerState] = {}
@@ -78,11 +79,13 @@ class TwoFrameDecoder:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, *,
                group: int, n_interp: int, interp_tables: tuple[torch.Tensor, torch.Tensor],
-               q_tables: tuple[torch.Tensor, torch.Tensor], inv_freq: torch.Tensor, scaling: float) -> torch.Tensor:
+               q_tables: tuple[torch.Tensor, torch.Tensor], inv_freq: torch.Tensor, scaling: float,
+               perturb: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Attention of the newest query q [b, H, 1, d] over un-rotated k/v [b, Hkv, K, d] -> [b, H, 1, d].
 
         `interp_tables`: tables of the interpolated rows (at least `n_interp` rows); `q_tables`: the query's tables in
-        the interpolated frame (at ceil of its position).
+        the interpolated frame (at ceil of its position). `perturb`: adds GALI's noise to the fp32 logits
+        [b, H, 1, K] (columns in token order) before the softmax.
         """
         n_keys = k.shape[-2]
         st = self._state.get(layer)
@@ -109,6 +112,8 @@ class TwoFrameDecoder:
         # one query: explicit scores are [b, H, 1, K] (O(K) memory), one softmax over both frames' logits
         scores = torch.cat([grouped_scores(q_interp, st.interp[..., :n_interp, :]),
                             grouped_scores(q_token, st.tokens[..., tail, :])], dim=-1).float() * scale
+        if perturb is not None:
+            scores = perturb(scores)
         probs = torch.softmax(scores, dim=-1).to(v.dtype)
         out = grouped_values(probs[..., :n_interp], v[..., :n_interp, :])
         return out.add_(grouped_values(probs[..., n_interp:], v[..., n_interp:, :])).to(q.dtype)

@@ -1,4 +1,4 @@
-"""GALI attention arithmetic (methods.md §2.7–2.9), free of model glue.
+"""GALI attention arithmetic (docs/reference/methods.md §2.7–2.9), free of model glue.
 
 Logit interpolation. Queries sit at integer positions P_i = ceil(p_i), so the weight r_j = frac(P_i − p_j) depends on
 the key only and the interpolated logit (1 − r)·ℓ(P_i, ceil p_j) + r·ℓ(P_i, floor p_j) equals an ordinary logit
@@ -19,16 +19,20 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.methods._gali_noise import FactoredGaussian, NoiseStream
 from harness.methods._gali_positions import bf16_reference_weights, split_positions
 from harness.methods._gali_sdpa import chunk_attention
 from harness.methods.lse import query_blocks
 
+FUSED_TILE = 2**21  # scores per tile of the fp32 noise path (8 MiB): bounded memory, cache-sized blocks
 BF16_EXACT_LIMIT = 256  # ceil(p_i) >= 256: bf16 r == 0 for every key (see _gali_positions.bf16_reference_weights)
 
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """Noise on the interpolated logits (methods.md §2.8). `reference`: the released code's bf16 arithmetic."""
+    """Noise on the interpolated logits (docs/reference/methods.md §2.8).
+
+    `reference`: the released code's bf16 arithmetic."""
 
     kind: str = "none"  # "gaussian" | "uniform" | "none"
     addon_relcoef: int = 1
@@ -37,6 +41,7 @@ class NoiseSpec:
     scale_std: int = 1
     scale_max: int = 1
     reference: bool = False
+    sampler: str = "exact"  # "exact": iid per element; "factored": rank-r per query block (_gali_noise)
 
     @property
     def active(self) -> bool:
@@ -60,8 +65,9 @@ def grouped_values(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def noise_for_block(scores: torch.Tensor, q_index: torch.Tensor, n_keys: int, spec: NoiseSpec,
-                    generator: torch.Generator | None, r_nonzero: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """The noise added to a block of interpolated logits `scores` [b, H, n, K] (before masking).
+                    stream: NoiseStream, r_nonzero: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The noise added to a block of interpolated logits `scores` [b, H, n, K] (before masking), bf16-reference
+    arithmetic (the fp32 path is `_gali_fused.add_noise_`); standard draws from the counter-based `stream`.
 
     q_index [n]: the queries' token indices among the K keys; r_nonzero broadcastable to [n, K]; allowed [n, K] the
     causal mask. Gaussian: z·std + mean, uniform: u·std·amp, with std = (a − b)/K·std_base (scale_std=1) or 1,
@@ -82,7 +88,7 @@ def noise_for_block(scores: torch.Tensor, q_index: torch.Tensor, n_keys: int, sp
         std = torch.ones((), device=device, dtype=dtype)
     s = scores.to(dtype)
     if spec.kind == "gaussian":
-        z = torch.randn(scores.shape, generator=generator, device=device, dtype=dtype)
+        z = stream.gaussian(scores.shape[1], q_index, torch.arange(n_keys, device=device)).to(dtype)
         noise = z * std
         if spec.scale_mean:
             if spec.reference:
@@ -91,7 +97,7 @@ def noise_for_block(scores: torch.Tensor, q_index: torch.Tensor, n_keys: int, sp
                 mean = (s * allowed).sum(-1, keepdim=True) / allowed.sum(-1, keepdim=True).clamp(min=1)
             noise = noise + mean
     else:
-        u = torch.rand(scores.shape, generator=generator, device=device, dtype=dtype)
+        u = stream.uniform(scores.shape[1], q_index, torch.arange(n_keys, device=device)).to(dtype)
         noise = u * std
         if spec.scale_max:
             masked = s if spec.reference else s.masked_fill(~allowed, float("-inf"))
@@ -243,19 +249,36 @@ def _rot(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dty
 
 
 def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, *,
-             noise: NoiseSpec | None = None, generator: torch.Generator | None = None,
-             block_elements: int = 2**25, k_rot: torch.Tensor | None = None) -> torch.Tensor:
+             noise: NoiseSpec | None = None, stream: NoiseStream | None = None,
+             factors: FactoredGaussian | None = None, block_elements: int = 2**25,
+             k_rot: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of q [b, H, s, d] (the last s of K) over un-rotated k/v [b, Hkv, K, d] -> [b, H, s, d].
 
-    `k_rot`: the keys already rotated with the plan's key tables (reused across steps by the caller).
+    `k_rot`: the keys already rotated with the plan's key tables (reused across steps by the caller). Noise in fp32
+    mode runs `_gali_fused`: `noisy_attention` (sampler "exact": one bounded score tile at a time, draws from
+    `stream`) or `factored_attention` (sampler "factored": the flash kernel with 2r extra dimensions, `factors`).
     """
     noise = noise or NoiseSpec()
     s = q.shape[-2]
+    if noise.active and not plan.reference and plan.n_explicit:
+        from harness.methods import _gali_fused  # noqa: PLC0415 - it imports this module
+
+        k_rot = rotate_segments(k.float(), plan.k_segments)
+        q_rot = _rot(q, plan.q_cos, plan.q_sin, torch.float32)
+        if noise.sampler == "factored" and s > 1:
+            return _gali_fused.factored_attention(q_rot, k_rot, v, scale, spec=noise, r_nonzero=plan.r_nonzero,
+                                                  factors=factors or FactoredGaussian(0, 0))
+        if noise.sampler == "factored":  # one query: materialise its O(K) row of the same factored noise
+            z = (factors or FactoredGaussian(0, 0)).standard(q.shape[1], torch.tensor([k.shape[-2] - 1]), k.shape[-2])
+            return _gali_fused.noisy_attention(q_rot, k_rot, v, scale, spec=noise, stream=stream or NoiseStream(0, 0),
+                                               r_nonzero=plan.r_nonzero, z=z)
+        return _gali_fused.noisy_attention(q_rot, k_rot, v, scale, spec=noise, stream=stream or NoiseStream(0, 0),
+                                           r_nonzero=plan.r_nonzero, block_elements=min(block_elements, FUSED_TILE))
     q_rot = _rot(q, plan.q_cos, plan.q_sin)
     n_exp = plan.n_explicit
     parts = []
     if n_exp:
-        parts.append(_explicit_rows(plan, q, q_rot[..., :n_exp, :], k, v, scale, noise, generator, block_elements))
+        parts.append(_explicit_rows(plan, q, q_rot[..., :n_exp, :], k, v, scale, noise, stream, block_elements))
     if n_exp < s:
         k_rot = rotate_segments(k, plan.k_segments) if k_rot is None else k_rot
         parts.append(chunk_attention(q_rot[..., n_exp:, :], k_rot, v, scale))
@@ -263,7 +286,7 @@ def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
 
 
 def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                   noise: NoiseSpec, generator: torch.Generator | None, block_elements: int) -> torch.Tensor:
+                   noise: NoiseSpec, stream: NoiseStream | None, block_elements: int) -> torch.Tensor:
     """Materialised logits for the first rows of q, one query block at a time (memory: block × K per head)."""
     b, heads, n, _ = q_rot.shape
     s, n_keys = q.shape[-2], k.shape[-2]
@@ -292,7 +315,7 @@ def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Te
         else:
             r_nonzero = plan.r_nonzero.to(device)[None, :]
         if noise.active:
-            scores = scores + noise_for_block(scores, q_index, n_keys, noise, generator, r_nonzero, allowed)
+            scores = scores + noise_for_block(scores, q_index, n_keys, noise, stream, r_nonzero, allowed)
         probs = torch.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
         outs.append(grouped_values(probs.to(vv.dtype), vv).to(v.dtype))
     return torch.cat(outs, dim=-2)

@@ -1,4 +1,5 @@
-"""GALI position construction (methods.md §2.3–2.4): the prefill chunk schedule and the greedy interpolated positions.
+"""GALI position construction (docs/reference/methods.md §2.3–2.4): the prefill chunk schedule and the greedy
+interpolated positions.
 
 Pure functions, no model glue. Positions are returned in an exact split form (integer floor + numerator/`group`)
 so that interpolation weights can be computed without rounding; `positions()` gives the float view.
@@ -117,7 +118,7 @@ def bf16_reference_weights(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Te
     """r [s, K] as the released code computes it: ceil(p_i) and p_j cast to bf16, subtracted in bf16, mod 1.
 
     For ceil(p_i) >= 256 every entry is exactly 0 (bf16 keeps no fractional bits there), so the logit equals
-    ℓ(ceil p_i, ceil p_j): no interpolation, and noise masked by r != 0 vanishes (methods.md §2.7).
+    ℓ(ceil p_i, ceil p_j): no interpolation, and noise masked by r != 0 vanishes (docs/reference/methods.md §2.7).
     """
     q_ceil = torch.ceil(q_pos.to(torch.float32)).to(torch.bfloat16)
     k = k_pos.to(torch.float32).to(torch.bfloat16)

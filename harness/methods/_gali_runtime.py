@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.methods._gali_decode import TwoFrameDecoder
+from harness.methods._gali_fused import add_noise_
 from harness.methods._gali_kernels import (
     IntegerTables,
     NoiseSpec,
@@ -31,6 +32,7 @@ from harness.methods._gali_kernels import (
     rotate_segments,
     run_plan,
 )
+from harness.methods._gali_noise import FactoredGaussian, NoiseStream
 from harness.methods._gali_positions import layout, positions, positions_at
 
 
@@ -60,7 +62,8 @@ class GaliKernel:
         self.noise = noise or NoiseSpec()
         self._seed = seed
         self._plans: dict[tuple[int, int, str], Plan] = {}
-        self._generators: dict[str, torch.Generator] = {}
+        self._streams: dict[int, NoiseStream] = {}
+        self._factors: dict[int, FactoredGaussian] = {}
         self._tables: dict[str, IntegerTables] = {}
         self._groups: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._rotated: dict[int, _Rotated] = {}
@@ -84,9 +87,10 @@ class GaliKernel:
         self._decoder.reset()
 
     def set_seed(self, seed: int) -> None:
-        """Restart the noise stream (called per example)."""
+        """Key the noise with this seed (called per example with the example's seed)."""
         self._seed = seed
-        self._generators.clear()
+        self._streams.clear()
+        self._factors.clear()
 
     @contextlib.contextmanager
     def without_noise(self) -> Iterator[None]:
@@ -99,11 +103,17 @@ class GaliKernel:
             self.noise = noise
             self._plans.clear()
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
-        return self._generators[key]
+    def stream(self, layer: int) -> NoiseStream:
+        """The counter-based noise of one layer (a pure function of seed, layer, head and token indices)."""
+        if layer not in self._streams:
+            self._streams[layer] = NoiseStream(self._seed, layer)
+        return self._streams[layer]
+
+    def factors(self, layer: int) -> FactoredGaussian:
+        """The factored noise of one layer (sampler "factored")."""
+        if layer not in self._factors:
+            self._factors[layer] = FactoredGaussian(self._seed, layer)
+        return self._factors[layer]
 
     # ---- plans ----
     def _integer_table(self, device: torch.device) -> IntegerTables:
@@ -154,11 +164,13 @@ class GaliKernel:
         q_pos = positions_at(torch.arange(n_keys - n_queries, n_keys, device=device), n_keys, self.window,
                              self.local_window)
         q_cos, q_sin = table(torch.ceil(q_pos).to(torch.long))
-        active = self.noise.active  # only the explicit (noise) path needs every key's position
-        pos = positions(n_keys, self.window, self.local_window, device=device) if active else None
-        return Plan(q_cos, q_sin, segments, n_queries if active else 0, q_pos, pos,
-                    r_nonzero=(pos != torch.floor(pos)) if active else None, frame=("group", lay.group),
-                    stable=lay.n_interp)
+        active = self.noise.active
+        r_nonzero = None
+        if active:  # fractional positions u + j/g with j = idx mod g ≠ 0: exactly the keys with r ≠ 0
+            idx = torch.arange(n_keys, device=device)
+            r_nonzero = (idx < lay.n_interp) & (idx % lay.group != 0)
+        return Plan(q_cos, q_sin, segments, n_queries if active else 0, q_pos, None, r_nonzero=r_nonzero,
+                    frame=("group", lay.group), stable=lay.n_interp)
 
     # ---- rotated keys ----
     def _rotated_keys(self, layer: int, k: torch.Tensor, plan: Plan, n_queries: int) -> torch.Tensor:
@@ -187,18 +199,34 @@ class GaliKernel:
         plan = self.plan(n_keys, n_queries, q.device)
         noisy = plan.n_explicit > 0 and self.noise.active
         k_rot = None
-        decode = n_queries == 1 and plan.frame is not None and not plan.n_explicit and not torch.is_grad_enabled()
+        decode = (n_queries == 1 and plan.frame is not None and (not plan.n_explicit or plan.frame[0] == "group")
+                  and not torch.is_grad_enabled())
         if decode and plan.frame[0] == "group":  # beyond the window: tail in its own frame (see _gali_decode)
             self._rotated.pop(module.layer_idx, None)
+            perturb = self._decode_noise(module.layer_idx, n_keys, plan) if noisy else None
             return self._decoder.attend(module.layer_idx, q, k, v, module.scaling, group=plan.frame[1],
                                         n_interp=plan.stable, interp_tables=plan.k_segments[0],
                                         q_tables=(plan.q_cos, plan.q_sin), inv_freq=self.tables.inv_freq,
-                                        scaling=self.tables.attention_scaling)
+                                        scaling=self.tables.attention_scaling, perturb=perturb)
         self._decoder.reset(module.layer_idx)
         if decode:  # within the window: keep this step's rotations for the next one
             k_rot = self._rotated_keys(module.layer_idx, k, plan, n_queries)
         else:  # prefill forwards rotate into a temporary (no buffer held while activations are large)
             self._rotated.pop(module.layer_idx, None)
         return run_plan(plan, q, k, v, module.scaling, noise=self.noise if noisy else None,
-                        generator=self.generator(q.device) if noisy else None, block_elements=self.block_elements,
+                        stream=self.stream(module.layer_idx) if noisy else None,
+                        factors=self.factors(module.layer_idx) if noisy else None, block_elements=self.block_elements,
                         k_rot=k_rot)
+
+    def _decode_noise(self, layer: int, n_keys: int, plan: Plan):
+        """The noise of a decode step's scores [b, H, 1, K] (token order: interpolated region, then the tail)."""
+        stream, spec = self.stream(layer), self.noise
+
+        def perturb(scores: torch.Tensor) -> torch.Tensor:
+            a = torch.tensor([n_keys - 1], device=scores.device)
+            z = None
+            if spec.sampler == "factored":
+                z = self.factors(layer).standard(scores.shape[1], a, n_keys)
+            return add_noise_(scores, a, n_keys, spec, stream, plan.r_nonzero.to(scores.device), z=z)
+
+        return perturb

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from harness.methods.lse import bottom_right_causal_lse, current_kernel
 from harness.methods.rope import causal_sdpa, repeat_kv
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def _self_check(fn: Callable, q: torch.Tensor, k: torch.Tensor) -> bool:
 def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Causal attention of q [b, H, s, d] (the last s of the K keys k/v [b, Hkv, K, d]) -> [b, H, s, d]."""
     s, n_keys = q.shape[-2], k.shape[-2]
+    if current_kernel() in ("eager", "flex", "flash"):  # the method's `kernel` option (see harness.methods.lse)
+        return bottom_right_causal_lse(q, k, v, scale)[0].to(q.dtype)
     fn = _backend(q.device) if 1 < s < n_keys and v.shape[-1] == q.shape[-1] else None
     if fn is None:
         return causal_sdpa(q, k, v, scale)

@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from harness.methods.lse import attention_lse, fused_attention_lse
+from harness.methods.lse import attention_lse, current_kernel, flex_lse, fused_attention_lse
 from harness.methods.rope import repeat_kv
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,10 @@ def _explicit(q, k, v, scale, mask, causal):
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
+def _flex(q, k, v, scale, mask, causal):
+    return flex_lse(q, k, v, scale, causal, mask)
+
+
 def _fast_backend(device: torch.device):
     if device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         return "cpu_flash", _cpu_flash
@@ -149,8 +153,11 @@ def lse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
         # unmasked: the shared fused path of harness.methods.lse (no bias tensor, O(s·d) memory on every device)
         out, lse = fused_attention_lse(q, k, v, scale, causal)
         return out.float(), lse
-    name, fn = _fast_backend(q.device)
+    kind = current_kernel()
+    name, fn = _fast_backend(q.device) if kind != "flex" else ("flex", _flex)
     check = None if rows_nonempty else mask
+    if kind == "eager":
+        return _finish(*_explicit(q, k, v, scale, mask, causal), check)
     if fn is not None and _self_check(name, fn, q.device, q.dtype):
         return _finish(*fn(q, k, v, scale, mask, causal), check)
     return _finish(*_explicit(q, k, v, scale, mask, causal), check)

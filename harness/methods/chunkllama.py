@@ -17,6 +17,7 @@ from harness.methods._dca_kernel import DcaKernel
 from harness.methods._dca_positions import dca_sizes
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.lse import choose_kernel
 from harness.params import TOKENS, TOKENS0
 
 try:  # gali-check invariants (harness.check is optional for the method itself)
@@ -43,6 +44,8 @@ class ChunkLlamaParams:
     local_window: int | None = field(default=None, metadata=TOKENS0)
     mscale: Literal["per_sample", "stateful", "off"] = "per_sample"
     mscale_variant: Literal["flash_decoding", "attn_replace"] = "flash_decoding"
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
 MSCALE_COEF = {"flash_decoding": 0.1, "attn_replace": 0.05}  # c of c·ln(len/M) + 1 per ChunkLlama entry point
@@ -94,7 +97,7 @@ class ChunkLlama(Method):
         self.params.chunk_size, self.params.local_window = S, W
         self.kernel = DcaKernel(RopeTables(model), info.original_window, S, C, self.params.mscale,
                                 max_cache_len=self.cfg.max_pe, mscale_coef=MSCALE_COEF[self.params.mscale_variant])
-        install_kernel(model, self.kernel)
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """Up to C = S − W tokens everything is one chunk (and mscale is 1 inside the window): plain RoPE."""

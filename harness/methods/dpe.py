@@ -31,6 +31,7 @@ from harness.methods._dpe_table import (
 from harness.methods._positions_banded import identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.lse import choose_kernel
 from harness.params import MAX_TOKENS, TOKENS, domain
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class DpeParams:
     offset_division: Literal["true", "floor"] = "true"
     logn: bool = False
     train_len: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS))
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
 @dataclass
@@ -174,7 +177,7 @@ class Dpe(Method):
         log.info("dpe: w=%d groups=%s scales=%s topk=%s", window, bounds, r.scale_factors, r.topk_dim)
         self.kernel = DpeKernel(RopeTables(model), window, pair_scales(bounds, r.scale_factors), p.offset_division,
                                 masks, logn)
-        install_kernel(model, self.kernel)
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""

@@ -1,4 +1,5 @@
-"""`gali` (alias `dpi`): Greedy Attention Logit Interpolation, training-free (methods.md §2; docs/methods/gali.md).
+"""`gali` (alias `dpi`): Greedy Attention Logit Interpolation, training-free (docs/methods/gali.md;
+docs/reference/methods.md §2).
 
 Prompts of at most M tokens (the pre-trained window) run exactly like the original model. Longer prompts are
 prefilled as a first forward of M tokens followed by chunks (`chunk_coe`); before every chunk and every decode step
@@ -8,9 +9,10 @@ relative distances. Without noise this runs on SDPA with interpolated keys (O(n)
 explicit path is used (`_gali_kernels`). Attention maps are never kept.
 
 Defaults follow the reference README (the released code's own defaults disagree with it and with each other,
-methods.md §2.1/§10): chunk_coe 3000, local_window 128, appro_attn true, use_chunk_softmax false, noise gaussian,
-addon_relcoef 1, std_base 1.0, scale_mean 0, scale_std 1, scale_max 1 (not in the README; the code's default), and
-precision "fp32" (the paper's algorithm; "bf16-reference" reproduces the released code's bf16 arithmetic).
+docs/reference/methods.md §2.1/§10): chunk_coe 3000, local_window 128, appro_attn true, use_chunk_softmax false,
+noise gaussian, addon_relcoef 1, std_base 1.0, scale_mean 0, scale_std 1, scale_max 1 (not in the README; the
+code's default), and precision "fp32" (the paper's algorithm; "bf16-reference" reproduces the released code's
+bf16 arithmetic).
 
 `stride` (a prefill memory knob for other methods) is ignored: GALI's chunking defines its results, so only
 `chunk_coe` sets the forward sizes, for generation and for per-token log-probabilities alike.
@@ -31,6 +33,7 @@ from harness.methods._gali_positions import chunk_sizes
 from harness.methods._gali_runtime import GaliKernel
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.lse import choose_kernel
 from harness.params import MAX_TOKENS, TOKENS0, domain
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 @dataclass
 class GaliParams:
-    """GALI parameters (methods.md §2.1). Defaults: the reference README's, see the module docstring."""
+    """GALI parameters (docs/reference/methods.md §2.1). Defaults: the reference README's, see the module docstring."""
 
     #: int: fixed chunk size after the first M tokens; float: ratio of the tokens processed so far (3000.0 is a ratio)
     chunk_coe: int | float = field(default=3000, metadata=domain(gt=0, le=MAX_TOKENS))
@@ -67,6 +70,11 @@ class GaliParams:
     scale_max: int | bool = 1
     #: "fp32": exact interpolation weights (the paper); "bf16-reference": the released code's bf16 arithmetic
     precision: Literal["fp32", "bf16-reference"] = "fp32"
+    #: noise draws: "exact" (iid per logit, like the reference; a score tile per query block) or "factored"
+    #: (gaussian, scale_mean = 0, fp32 only: each query's row iid N(0, 1), rows of a block correlated; flash speed)
+    noise_sampler: Literal["exact", "factored"] = "exact"
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
 def noise_kind(noise_type: str) -> str:
@@ -79,7 +87,8 @@ def noise_spec(params: GaliParams) -> NoiseSpec:
     """The noise settings as the kernel uses them (none when appro_attn is false)."""
     kind = noise_kind(params.noise_type) if params.appro_attn else "none"
     return NoiseSpec(kind, int(params.addon_relcoef), float(params.std_base), int(params.scale_mean),
-                     int(params.scale_std), int(params.scale_max), params.precision == "bf16-reference")
+                     int(params.scale_std), int(params.scale_max), params.precision == "bf16-reference",
+                     params.noise_sampler)
 
 
 def validate_params(p: GaliParams, window: int | None) -> None:
@@ -112,6 +121,11 @@ def validate_params(p: GaliParams, window: int | None) -> None:
             raise ConfigError(f"params.{key}", f"must be 0 or 1, got {getattr(p, key)!r}", f"use {key} = 0 or 1")
     if not math.isfinite(p.std_base) or p.std_base < 0:
         raise ConfigError("params.std_base", f"must be a finite value >= 0, got {p.std_base}", "use std_base = 1.0")
+    if p.noise_sampler == "factored" and kind in NOISE_KINDS and (
+            kind != "gaussian" or int(p.scale_mean) or p.precision != "fp32"):
+        raise ConfigError("params.noise_sampler", "\"factored\" draws gaussian noise with scale_mean = 0 in fp32 "
+                          f"precision only (got noise_type = {p.noise_type!r}, scale_mean = {p.scale_mean}, "
+                          f"precision = {p.precision!r})", "use noise_sampler = \"exact\"")
     if not p.appro_attn and kind in NOISE_KINDS:
         log.warning("params.noise_type = %r has no effect with appro_attn = false (noise perturbs interpolated "
                     "logits only)", p.noise_type)
@@ -161,7 +175,7 @@ class Gali(Method):
             log.warning("model has sliding_window=%s < M=%d; GALI attends to all keys (no sliding window)",
                         sliding, info.original_window)
         self.kernel = make_kernel(RopeTables(model), info.original_window, self.params, self._seed)
-        install_kernel(model, self.kernel)
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
 
     @property
     def window(self) -> int:
@@ -185,5 +199,5 @@ class Gali(Method):
     @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
         """README-like settings scaled to the window; noise off (the fast SDPA path; in the released code the noise
-        vanished at realistic positions anyway, methods.md §2.7)."""
+        vanished at realistic positions anyway, docs/reference/methods.md §2.7)."""
         return {"chunk_coe": min(3000, window), "local_window": min(128, window // 8), "noise_type": "none"}

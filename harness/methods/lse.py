@@ -7,7 +7,12 @@ Everything works on query blocks, so memory is bounded by block × K, never K ×
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 
@@ -93,6 +98,11 @@ def _aten_lse(q, k, v, scale, causal):
 
 
 def _backends(q: torch.Tensor) -> list[str]:
+    kind = _KERNEL.get()
+    if kind == "sdpa":
+        return ["aten"]
+    if kind == "flex":
+        return ["flex"]
     names = []
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
         try:
@@ -113,7 +123,7 @@ def _probe(name: str, q: torch.Tensor) -> bool:
         ok = True
         try:
             for causal in (False, True):
-                out, lse = (_flash_attn_lse if name == "flash_attn" else _aten_lse)(*t, d ** -0.5, causal)
+                out, lse = _FUSED[name](*t, d ** -0.5, causal)
                 ref_out, ref_lse = _explicit_lse(*t, d ** -0.5, causal)
                 tol = 1e-4 if q.dtype == torch.float32 else 3e-2
                 ok = ok and tuple(lse.shape) == tuple(ref_lse.shape) and \
@@ -140,10 +150,11 @@ def fused_attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
         raise ValueError(f"causal fused attention needs a square block, got {s} queries and {K} keys")
     if s == 0 or K == 0:
         return (torch.zeros_like(q), torch.full(q.shape[:-1], NEG_INF, device=q.device, dtype=torch.float32))
+    if _KERNEL.get() == "eager":
+        return _explicit_lse(q, k, v, scale, causal)
     for name in _backends(q):
         if _probe(name, q):
-            fn = _flash_attn_lse if name == "flash_attn" else _aten_lse
-            return fn(q, k, v, scale, causal)
+            return _FUSED[name](q, k, v, scale, causal)
     return _explicit_lse(q, k, v, scale, causal)
 
 
@@ -162,3 +173,101 @@ def bottom_right_causal_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if s == K:
         return square
     return merge_lse([fused_attention_lse(q, k[:, :, : K - s], v[:, :, : K - s], scale), square])
+
+
+# --- the `kernel` option of the position-remapping methods ----------------------------------------------------------
+
+#: "auto": the fastest exact backend for the device (flash-attn on CUDA half precision when installed, else PyTorch's
+#: SDPA kernels, else explicit blocks); "sdpa": PyTorch's SDPA kernels; "flex": torch FlexAttention (compiled on
+#: CUDA, the unfused reference implementation elsewhere: O(s·K) memory, for checks); "flash": the flash-attn package
+#: (CUDA, fp16/bf16); "eager": explicit fp32 score blocks (the reference arithmetic, slowest).
+KERNELS = ("auto", "sdpa", "flex", "flash", "eager")
+_KERNEL: ContextVar[str] = ContextVar("harness_attention_kernel", default="auto")
+
+
+def current_kernel() -> str:
+    """The kernel choice in effect for the attention calls of the running method."""
+    return _KERNEL.get()
+
+
+@contextlib.contextmanager
+def use_kernel(kind: str) -> Iterator[None]:
+    """Route the fused attention calls inside the block through `kind` (one of KERNELS)."""
+    token = _KERNEL.set(kind)
+    try:
+        yield
+    finally:
+        _KERNEL.reset(token)
+
+
+class KernelChoice:
+    """A method's attention kernel (`install_kernel`) run under a kernel choice; other attributes pass through."""
+
+    def __init__(self, kernel: Any, kind: str):
+        self.kernel, self.kind = kernel, kind
+
+    def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.kind == "auto":
+            return self.kernel(module, q, k, v)
+        with use_kernel(self.kind):
+            return self.kernel(module, q, k, v)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kernel, name)
+
+
+def kernel_problem(kind: str, device: torch.device | str) -> str | None:
+    """Why `kind` cannot run on `device` (None when it can): flash needs CUDA and the flash-attn package."""
+    if kind not in KERNELS:
+        return f"unknown kernel {kind!r} (choose from {', '.join(KERNELS)})"
+    if kind == "flash":
+        if torch.device(device).type != "cuda":
+            return "kernel = \"flash\" needs a CUDA device (flash-attn)"
+        try:
+            import flash_attn  # noqa: F401, PLC0415
+        except ImportError:
+            return "kernel = \"flash\" needs the flash-attn package (pip install 'gali-harness[flash]')"
+    if kind == "flex":
+        try:
+            from torch.nn.attention import flex_attention  # noqa: F401, PLC0415
+        except ImportError:
+            return "kernel = \"flex\" needs torch.nn.attention.flex_attention (PyTorch >= 2.5)"
+    return None
+
+
+def flex_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = False,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlexAttention with log-sum-exp: q [b, H, s, e], k [b, Hkv, K, e], v [b, Hkv, K, dv]; `causal` (top-left) or
+    a bool `mask` [s, K]. Compiled on CUDA; elsewhere the unfused implementation (its warning is silenced)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: PLC0415
+
+    s, n_keys = q.shape[-2], k.shape[-2]
+    mask_mod = None
+    if causal:
+        def mask_mod(b, h, qi, ki):  # noqa: ANN001, ANN202 - FlexAttention's signature
+            return ki <= qi
+    elif mask is not None:
+        m = mask.to(q.device)
+
+        def mask_mod(b, h, qi, ki):  # noqa: ANN001, ANN202
+            return m[qi, ki]
+    fn = torch.compile(flex_attention) if q.is_cuda else flex_attention
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        block = None if mask_mod is None else create_block_mask(mask_mod, None, None, s, n_keys, device=q.device)
+        out, lse = fn(q, k, v, block_mask=block, scale=scale, enable_gqa=q.shape[1] != k.shape[1], return_lse=True)
+    return out, lse.float()
+
+
+_FUSED = {"flash_attn": _flash_attn_lse, "aten": _aten_lse, "flex": flex_lse}
+
+
+def choose_kernel(model: torch.nn.Module, kernel: Any, kind: str) -> Any:
+    """`kernel` wrapped for the `kernel` option `kind` (a config error when the model's device cannot run it)."""
+    from harness.errors import ConfigError  # noqa: PLC0415
+
+    device = next(model.parameters()).device
+    problem = kernel_problem(kind, device)
+    if problem:
+        raise ConfigError("params.kernel", problem, 'use kernel = "auto" (the fastest exact kernel for the device)')
+    return kernel if kind == "auto" else KernelChoice(kernel, kind)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -20,6 +20,7 @@ from harness.methods._logn import scale_query_rows
 from harness.methods._positions_banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.lse import choose_kernel
 from harness.params import MAX_TOKENS, TOKENS, domain
 
 
@@ -31,6 +32,8 @@ class ReRopeParams:
     window: int | None = field(default=None, metadata=TOKENS)
     logn: bool = True
     train_len: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS))
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
 @dataclass
@@ -116,7 +119,7 @@ class ReRope(Method):
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)
         self.kernel = self._kernel(RopeTables(model), info)
-        install_kernel(model, self.kernel)
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""

@@ -17,6 +17,7 @@ from harness.methods._selfextend_kernel import SelfExtendKernel
 from harness.methods._selfextend_positions import max_supported_length, suggested_pair, valid_pairs
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.lse import choose_kernel
 from harness.params import MAX_TOKENS, TOKENS, domain
 
 try:  # gali-check invariants (harness.check is optional for the method itself)
@@ -39,6 +40,8 @@ class SelfExtendParams:
     shift: Literal["floor", "true_div"] = "floor"
     scale_base: float = field(default=-1.0, metadata=domain(gt=1, le=MAX_TOKENS, also=(-1.0,),
                                                             why="log base of the query scaling; -1 turns it off"))
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
 def _pairs_text(pairs: list[tuple[int, int]]) -> str:
@@ -110,7 +113,7 @@ class SelfExtend(Method):
         check_pair(W, G, info.original_window, self.cfg.max_pe)
         self.params.window_size, self.params.group_size = W, G
         self.kernel = SelfExtendKernel(RopeTables(model), W, G, self.params.shift, self.params.scale_base)
-        install_kernel(model, self.kernel)
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """Up to W tokens every key is a neighbour: plain RoPE."""

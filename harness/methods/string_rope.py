@@ -27,6 +27,7 @@ from harness.methods._logn import scale_query_rows
 from harness.methods._positions_banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.attention import RopeTables, install_kernel
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.lse import choose_kernel
 from harness.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class StringParams:
     mode: Literal["paper", "reference"] = "paper"
     logn: bool = False
     train_len: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS))
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
 def string_offset(params: StringParams, max_pe: int | None, window: int | None) -> int | None:
@@ -142,7 +145,7 @@ class String(Method):
         logn = (p.train_len or info.original_window) if p.logn else None
         log.info("string: S=%d W=%d factor=%.6f mode=%s", offset, p.local_value, factor, p.mode)
         self.kernel = StringKernel(RopeTables(model), offset, p.local_value, factor, p.mode == "reference", logn)
-        install_kernel(model, self.kernel)
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= S the method is plain RoPE (only without the official attention factor)."""

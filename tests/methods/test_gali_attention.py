@@ -1,4 +1,5 @@
-"""GALI attention arithmetic against the explicit two-matrix formula (methods.md §2.7–2.9, §11 cases 5–9)."""
+"""GALI attention arithmetic against the explicit two-matrix formula (docs/reference/methods.md §2.7–2.9,
+§11 cases 5–9)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from harness.methods._gali_kernels import IntegerTables, NoiseSpec, make_plan, noise_for_block, rope_rotate, run_plan
+from harness.methods._gali_kernels import IntegerTables, make_plan, rope_rotate, run_plan
 from harness.methods._gali_positions import positions
 
 D, H, HKV = 16, 4, 2
@@ -95,19 +96,6 @@ def test_logit_is_linear_in_distance_between_integers():
     assert l4 == pytest.approx(exact, abs=1e-4)  # integer distance: exact RoPE logit
 
 
-@pytest.mark.parametrize("block", [10**9, 40, 1])
-def test_explicit_path_equals_sdpa_path_when_noise_is_zero(block):
-    q, k, v = random_qkv(9, 50, 7)
-    k_pos = positions(50, 32, 4)
-    spec = NoiseSpec("gaussian", std_base=0.0)  # std 0, mean 0: the explicit path adds exact zeros
-    plan = make_plan(k_pos[-9:], k_pos, INV_FREQ.float(), 1.0, noise=spec)
-    assert plan.n_explicit == 9
-    out = run_plan(plan, q, k, v, D ** -0.5, noise=spec, generator=torch.Generator().manual_seed(0),
-                   block_elements=block)
-    ref = two_matrix_reference(q, k, v, k_pos[-9:], k_pos, D ** -0.5)
-    assert (out.double() - ref).abs().max() < 2e-5
-
-
 def test_bf16_reference_rows_above_256_equal_ceil_keys():
     n_keys, s = 6000, 3
     pos = positions(n_keys, 4096, 128)
@@ -142,87 +130,7 @@ def test_fractional_rope_mode():
     assert (out.double() - probs @ v.double().repeat_interleave(2, dim=1)).abs().max() < 2e-5
 
 
-# ---- noise (case 7) ----
-
-def _noise(spec, scores, q_index, r_nonzero, seed=0, n_keys=None):
-    n_keys = n_keys or scores.shape[-1]
-    allowed = torch.arange(n_keys)[None, :] <= q_index[:, None]
-    return noise_for_block(scores, q_index, n_keys, spec, torch.Generator().manual_seed(seed), r_nonzero, allowed)
-
-
-def test_gaussian_noise_std_follows_index_distance():
-    n_keys, std_base = 16, 2.0
-    q_index = torch.tensor([15, 12, 9])
-    scores = torch.zeros(4000, 1, 3, n_keys)
-    noise = _noise(NoiseSpec("gaussian", addon_relcoef=0, std_base=std_base), scores, q_index,
-                   torch.ones(n_keys, dtype=torch.bool))
-    expected = (q_index[:, None] - torch.arange(n_keys)[None, :]).abs() / n_keys * std_base
-    emp = noise[:, 0].std(dim=0)
-    causal = torch.arange(n_keys)[None, :] <= q_index[:, None]
-    assert torch.allclose(emp[causal], expected[causal], rtol=0.08, atol=1e-6)
-    assert bool((noise[:, 0, 0, 15] == 0).all())  # distance 0: std 0
-
-
-def test_noise_is_zero_where_r_is_zero():
-    n_keys = 12
-    r_nonzero = torch.tensor([True, False] * 6)
-    for kind in ("gaussian", "uniform"):
-        noise = _noise(NoiseSpec(kind, addon_relcoef=1, scale_std=0), torch.randn(2, 4, 3, n_keys),
-                       torch.tensor([9, 10, 11]), r_nonzero)
-        assert bool((noise[..., ~r_nonzero] == 0).all()) and bool((noise[..., r_nonzero] != 0).any())
-
-
-def test_scale_mean_shifts_by_causal_row_mean():
-    n_keys = 8
-    scores = torch.arange(n_keys, dtype=torch.float32).expand(3000, 1, 2, n_keys).clone()
-    q_index = torch.tensor([3, 7])
-    noise = _noise(NoiseSpec("gaussian", addon_relcoef=0, scale_mean=1, scale_std=0), scores, q_index,
-                   torch.ones(n_keys, dtype=torch.bool))
-    mean = noise.mean(dim=0)[0]
-    assert torch.allclose(mean[0], torch.full((n_keys,), 1.5), atol=0.1)  # mean of keys 0..3
-    assert torch.allclose(mean[1], torch.full((n_keys,), 3.5), atol=0.1)  # mean of keys 0..7
-    ref = _noise(NoiseSpec("gaussian", addon_relcoef=0, scale_mean=1, scale_std=0, reference=True), scores,
-                 q_index, torch.ones(n_keys, dtype=torch.bool))
-    assert torch.allclose(ref.float().mean(dim=0)[0, 0], torch.full((n_keys,), 3.5), atol=0.1)  # all K keys
-
-
-def test_uniform_noise_range():
-    n_keys = 10
-    scores = torch.rand(50, 2, 3, n_keys) * 4 + 1  # positive rows: amp = causal row max
-    q_index = torch.tensor([4, 6, 9])
-    noise = _noise(NoiseSpec("uniform", addon_relcoef=0, std_base=1.5, scale_max=1), scores, q_index,
-                   torch.ones(n_keys, dtype=torch.bool))
-    std = (q_index[:, None] - torch.arange(n_keys)[None, :]) / n_keys * 1.5
-    causal = torch.arange(n_keys)[None, :] <= q_index[:, None]
-    amp = scores.masked_fill(~causal, -math.inf).amax(-1, keepdim=True)
-    bound = (std * amp)
-    assert bool((noise[..., causal] >= 0).all()) and bool((noise < bound + 1e-6)[..., causal].all())
-    plain = _noise(NoiseSpec("uniform", addon_relcoef=0, scale_std=0, scale_max=0), scores, q_index,
-                   torch.ones(n_keys, dtype=torch.bool))
-    assert float(plain.min()) >= 0 and float(plain.max()) < 1
-
-
-def test_noise_is_seeded():
-    args = (torch.zeros(1, 2, 3, 8), torch.tensor([5, 6, 7]), torch.ones(8, dtype=torch.bool))
-    spec = NoiseSpec("gaussian", addon_relcoef=0)
-    assert torch.equal(_noise(spec, *args, seed=1), _noise(spec, *args, seed=1))
-    assert not torch.equal(_noise(spec, *args, seed=1), _noise(spec, *args, seed=2))
-
-
-def test_noise_changes_probabilities_but_future_keys_stay_zero():
-    pos = positions(40, 24, 2)
-    q, k, _ = random_qkv(6, 40, 2)
-    spec = NoiseSpec("gaussian", addon_relcoef=0, scale_std=0)
-    plan = make_plan(pos[-6:], pos, INV_FREQ.float(), 1.0, noise=spec)
-    # values = one-hot key indicators: the output rows are the attention probabilities themselves
-    vals = torch.zeros(1, HKV, 40, 40)
-    vals[0, :, torch.arange(40), torch.arange(40)] = 1.0
-    probs = run_plan(plan, q, k, vals, D ** -0.5, noise=spec, generator=torch.Generator().manual_seed(0))
-    clean = run_plan(make_plan(pos[-6:], pos, INV_FREQ.float(), 1.0), q, k, vals, D ** -0.5)
-    future = torch.arange(40)[None, :] > torch.arange(34, 40)[:, None]
-    assert bool((probs[0][:, future] == 0).all())
-    assert torch.allclose(probs.sum(-1), torch.ones(1, H, 6), atol=1e-5)
-    assert (probs - clean).abs().max() > 1e-3
+# noise (case 7): tests/methods/test_gali_noise.py
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

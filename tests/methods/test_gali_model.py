@@ -1,4 +1,4 @@
-"""GALI end to end on tiny random Llama / Mistral / Qwen2 models (methods.md §11 cases 4, 10–15)."""
+"""GALI end to end on tiny random Llama / Mistral / Qwen2 models (docs/reference/methods.md §11 cases 4, 10–15)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GALI position construction and chunk schedule (methods.md §2.3, §2.4, §11 cases 1–3)."""
+"""GALI position construction and chunk schedule (docs/reference/methods.md §2.3, §2.4, §11 cases 1–3)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from harness.methods._gali_positions import (
 
 
 def construct_loop(total: int, window: int, w: int) -> list[Fraction]:
-    """The reference's `construct_new_pi` loop, paraphrased (methods.md §2.4), in exact fractions."""
+    """The reference's `construct_new_pi` loop, paraphrased (docs/reference/methods.md §2.4), in exact fractions."""
     g = math.ceil((total - w) / (window - w))
     ids: list[Fraction] = []
     u = 0
