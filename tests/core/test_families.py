@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from harness import params as P
 from harness.config import from_dict
-from harness.engine import Engine
+from harness.engine import Engine, cache_argument
 from harness.errors import ConfigError
 from harness.methods._frequency import FREQUENCY_FAMILIES, rotary_inv_freqs
 from harness.methods.base import METHODS
@@ -101,7 +101,8 @@ def test_cached_decode_equals_recomputation(family, name):
     full = logits(model, IDS)
     with torch.no_grad():
         cache = model(IDS[:, :20], use_cache=True).past_key_values
-        steps = [model(IDS[:, i:i + 1], past_key_values=cache, use_cache=True).logits[0, -1] for i in range(20, 30)]
+        kw = {cache_argument(model): cache}
+        steps = [model(IDS[:, i:i + 1], **kw, use_cache=True).logits[0, -1] for i in range(20, 30)]
     assert torch.isfinite(full).all()
     assert max(float((s - full[20 + j]).abs().max()) for j, s in enumerate(steps)) < 1e-4
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from harness.engine import cache_argument
 from harness.errors import ConfigError, HarnessError
 from harness.methods._frequency import FactorParams
 from harness.methods.base import METHODS
@@ -109,7 +110,7 @@ def test_cached_decode_equals_recomputation_with_n_hat():
     with torch.no_grad():
         full = model(ids).logits[0]
         cache = model(ids[:, :M + 5], use_cache=True).past_key_values
-        steps = [model(ids[:, i:i + 1], past_key_values=cache, use_cache=True).logits[0, -1]
+        steps = [model(ids[:, i:i + 1], **{cache_argument(model): cache}, use_cache=True).logits[0, -1]
                  for i in range(M + 5, M + 20)]
     assert max(float((s - full[M + 5 + j]).abs().max()) for j, s in enumerate(steps)) < 1e-4
 
