@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.errors import ConfigError
 from harness.methods._frequency import FactorParams, FrequencyMethod, set_rope_parameters
 from harness.methods.base import METHODS, ModelInfo
+from harness.methods.yarn import check_ramp
 from harness.params import domain
 
 
@@ -36,9 +36,7 @@ class NtkByParts(FrequencyMethod):
     @classmethod
     def validate(cls, params: NtkByPartsParams, cfg, window: int | None) -> None:  # type: ignore[override]
         super().validate(params, cfg, window)
-        if params.beta_fast <= params.beta_slow:
-            raise ConfigError("params.beta_fast", f"beta_fast ({params.beta_fast}) must exceed beta_slow "
-                              f"({params.beta_slow})", "keep the defaults 32 and 1")
+        check_ramp(params.beta_fast, params.beta_slow)
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)

@@ -21,6 +21,13 @@ class YarnParams(FactorParams):
     attention_factor: float | None = field(default=None, metadata=domain(gt=0, le=100))
 
 
+def check_ramp(beta_fast: float, beta_slow: float) -> None:
+    """YaRN's ramp needs beta_fast > beta_slow (shared by `yarn` and `ntk_by_parts`)."""
+    if beta_fast <= beta_slow:
+        raise ConfigError("params.beta_fast", f"beta_fast ({beta_fast}) must exceed beta_slow ({beta_slow})",
+                          "keep the defaults 32 and 1")
+
+
 @METHODS.register
 class Yarn(FrequencyMethod):
     """NTK-by-parts frequency blend plus attention temperature; static, so short inputs change too."""
@@ -33,9 +40,7 @@ class Yarn(FrequencyMethod):
     @classmethod
     def validate(cls, params: YarnParams, cfg, window: int | None) -> None:  # type: ignore[override]
         super().validate(params, cfg, window)
-        if params.beta_fast <= params.beta_slow:
-            raise ConfigError("params.beta_fast", f"beta_fast ({params.beta_fast}) must exceed beta_slow "
-                              f"({params.beta_slow})", "keep the defaults 32 and 1")
+        check_ramp(params.beta_fast, params.beta_slow)
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)
