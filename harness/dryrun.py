@@ -70,8 +70,8 @@ def derived_lines(cfg: ExperimentConfig, window: int | None, source: str) -> lis
     return lines
 
 
-def dry_run(cfg: ExperimentConfig, shard: tuple[int, int]) -> None:
-    """Print the resolved config, derived values and the plan (examples, token lengths, max new tokens)."""
+def dry_run(cfg: ExperimentConfig, shard: tuple[int, int]) -> str:
+    """The resolved config, derived values and the plan (examples, token lengths, max new tokens), as text."""
     from harness.models import load_tokenizer  # noqa: PLC0415
     from harness.resolve import resolve  # noqa: PLC0415
     from harness.runner import plan  # noqa: PLC0415
@@ -79,8 +79,8 @@ def dry_run(cfg: ExperimentConfig, shard: tuple[int, int]) -> None:
     window, source = model_window(cfg)
     if window is not None:
         resolve(cfg, window=window, peek=False)  # the method's checks that need M
-    print(f"# {cfg.source}\n" + json.dumps(resolved_view(cfg, window), indent=2, ensure_ascii=False))
-    print("\n".join(derived_lines(cfg, window, source)))
+    out = [f"# {cfg.source}", json.dumps(resolved_view(cfg, window), indent=2, ensure_ascii=False)]
+    out += derived_lines(cfg, window, source)
     key = (cfg.model, cfg.tokenizer, cfg.revision, cfg.gguf_file)
     if key not in _TOKENIZERS:  # a matrix dry-run loads each tokenizer once
         try:
@@ -90,9 +90,11 @@ def dry_run(cfg: ExperimentConfig, shard: tuple[int, int]) -> None:
             _TOKENIZERS[key] = None
     tokenizer = _TOKENIZERS[key]
     steps = plan(cfg, shard, tokenizer)
-    print(f"# plan: task={cfg.task} method={cfg.method} shard={shard[0]}/{shard[1]}")
+    out.append(f"# plan: task={cfg.task} method={cfg.method} shard={shard[0]}/{shard[1]}")
     for subset, entry in steps.items():
         toks = entry.get("tokens")
         lengths = f" tokens min/median/max={toks['min']}/{toks['median']}/{toks['max']}" if toks else ""
         errors = f" prompt_errors={entry['prompt_errors']}" if entry.get("prompt_errors") else ""
-        print(f"  {subset}: {entry['examples']} examples{lengths} max_new_tokens={entry['max_new_tokens']}{errors}")
+        new_tokens = entry["max_new_tokens"]
+        out.append(f"  {subset}: {entry['examples']} examples{lengths} max_new_tokens={new_tokens}{errors}")
+    return "\n".join(out)

@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dry_run(cfg, shard: tuple[int, int]) -> None:
-    from harness.dryrun import dry_run as show  # noqa: PLC0415
+    from harness.dryrun import dry_run as plan_text  # noqa: PLC0415
 
-    show(cfg, shard)
+    print(plan_text(cfg, shard))
 
 
 def load_all(args: argparse.Namespace) -> list:
