@@ -6,6 +6,7 @@ the LM head itself, only where logits are needed (never L × vocab at once).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Sequence
@@ -24,10 +25,15 @@ def cache_argument(module: torch.nn.Module) -> str:
     """The name under which `module.forward` (a transformers model) of the installed release takes its KV cache.
 
     transformers 5.24+ calls it `cache` (and deprecates `past_key_values`); earlier 5.x releases `past_key_values`.
-    Reading the signature keeps every call on the current name, so no deprecation warning is printed.
+    Reading the signature keeps every call on the current name, so no deprecation warning is printed. The answer is
+    memoised per model class (it is asked once per forward).
     """
-    params = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return _cache_argument(type(module))
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
