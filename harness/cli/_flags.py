@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import harness
@@ -87,31 +88,33 @@ def _first_line(obj: Any) -> str:
     return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
 
 
+def _registry_lines(registry: Any, label: str, describe: Callable[[Any], str],
+                    fields: Callable[[Any], list[str]]) -> list[str]:
+    """Two lines per registered class: name (aliases): description, then its parameter names."""
+    aliases: dict[str, list[str]] = {}
+    for alias, name in registry.aliases().items():
+        aliases.setdefault(name, []).append(alias)
+    lines = []
+    for name, cls in registry.all().items():
+        alias = f" (aliases: {', '.join(sorted(aliases[name]))})" if name in aliases else ""
+        lines.append(f"{name}{alias}: {describe(cls)}")
+        names = fields(cls)
+        lines.append(f"    {label}: {', '.join(names) if names else '(none)'}")
+    return lines
+
+
 def list_text(what: str) -> str:
     """The `gali-run --list methods|tasks|models` text."""
     lines: list[str] = []
     if what == "methods":
         from harness.methods.base import METHODS  # noqa: PLC0415
 
-        aliases: dict[str, list[str]] = {}
-        for alias, name in METHODS.aliases().items():
-            aliases.setdefault(name, []).append(alias)
-        for name, cls in METHODS.all().items():
-            alias = f" (aliases: {', '.join(sorted(aliases[name]))})" if name in aliases else ""
-            lines.append(f"{name}{alias}: {_first_line(cls)}")
-            params = _fields(cls.Params)
-            lines.append(f"    params: {', '.join(params) if params else '(none)'}")
+        lines += _registry_lines(METHODS, "params", _first_line, lambda cls: _fields(cls.Params))
     elif what == "tasks":
         from harness.tasks.base import TASKS  # noqa: PLC0415
 
-        aliases = {}
-        for alias, name in TASKS.aliases().items():
-            aliases.setdefault(name, []).append(alias)
-        for name, cls in TASKS.all().items():
-            alias = f" (aliases: {', '.join(sorted(aliases[name]))})" if name in aliases else ""
-            lines.append(f"{name}{alias}: {cls.description or _first_line(cls)}")
-            options = _fields(cls.Options)
-            lines.append(f"    task_options: {', '.join(options) if options else '(none)'}")
+        lines += _registry_lines(TASKS, "task_options", lambda cls: cls.description or _first_line(cls),
+                                 lambda cls: _fields(cls.Options))
     elif what == "models":
         from harness.models import BUNDLED_MODELS, FETCHED_MODELS, SUPPORTED_FAMILIES  # noqa: PLC0415
 
