@@ -36,6 +36,7 @@ test-latest:
 
 lint: setup
 	$(VENV)/bin/ruff check harness tests scripts
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pyright
 
 bench: setup
 	$(PY) scripts/bench_methods.py

@@ -95,12 +95,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the model, apply the method, time one prefill (+ repeats) and `decode_tokens` greedy decode steps."""
     import torch
 
-    from harness import params as P
-    from harness.config import ExperimentConfig
-    from harness.engine import Engine, forward_hidden
-    from harness.memory import peak_mb, reset_peak
+    from harness.core import params as P
+    from harness.core.config import ExperimentConfig
+    from harness.core.memory import peak_mb, reset_peak
     from harness.methods.base import METHODS
-    from harness.models import model_info
+    from harness.model.engine import Engine, forward_hidden
+    from harness.model.loading import model_info
 
     device, n = spec["device"], spec["length"]
     if spec.get("threads"):
@@ -159,8 +159,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- driver
 
 def method_params(name: str, window: int, max_len: int, overrides: list[str]) -> dict[str, Any]:
+    from harness.core.params import parse_override_value
     from harness.methods.base import METHODS
-    from harness.params import parse_override_value
 
     params = dict(METHODS.get(name).suggested_params(window, max_len))
     for item in overrides:
@@ -174,9 +174,9 @@ def method_params(name: str, window: int, max_len: int, overrides: list[str]) ->
 def export_alias(alias: str, out: Path) -> str:
     """Save a harness model alias (bundled lab model, fetched SmolLM2 GGUF) as plain fp32 weights under `out`, so
     that every measurement process loads it in about a second instead of dequantising the GGUF again."""
-    from harness.config import from_dict
-    from harness.models import load_model
-    from harness.resolve import resolve
+    from harness.core.config import from_dict
+    from harness.model.loading import load_model
+    from harness.stages.resolve import resolve
 
     cfg = resolve(from_dict({"task": "needle", "model": alias, "method": "original", "exp_name": "bench",
                              "times": 1, "min_k": 1, "max_k": 1, "gap": 1, "device": "cpu"}), peek=False)

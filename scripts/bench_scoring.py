@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.scoring.longbench_metrics import score_dataset  # noqa: E402
+from harness.tasks.scoring.longbench_metrics import score_dataset
 
 ENGLISH = ["narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique", "gov_report", "qmsum",
            "multi_news", "trec", "triviaqa", "samsum", "passage_count", "passage_retrieval_en", "lcc", "repobench-p"]
@@ -151,8 +151,8 @@ def make_results(root: Path, n: int, seed: int) -> None:
 
 def bench_collect(n: int, seed: int) -> None:
     """Collect `n` synthetic experiments (tables only, then with figures); print seconds."""
-    from harness.collect import collect  # noqa: PLC0415
-    from harness.results import find_experiments  # noqa: PLC0415
+    from harness.core.results import find_experiments
+    from harness.stages.collect import collect
 
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,11 +20,11 @@ LENGTH, WINDOW, GEN_FROM, GEN_TOKENS = 1024, 256, 700, 12
 
 
 def write(path: str) -> None:
-    from harness.config import from_dict
-    from harness.engine import Engine
+    from harness.core.config import from_dict
     from harness.methods.base import METHODS
-    from harness.models import load_model, load_tokenizer
-    from harness.resolve import build_method, resolve
+    from harness.model.engine import Engine
+    from harness.model.loading import load_model, load_tokenizer
+    from harness.stages.resolve import build_method, resolve
     from harness.tasks._corpus import python_heldout_documents
 
     text = next(d.text for d in python_heldout_documents() if len(d.text) > 20000)

@@ -26,8 +26,8 @@ from pathlib import Path
 # passive OpenMP waiting: on a shared, oversubscribed CPU, spinning threads cost ~5x wall time (measured)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 log = logging.getLogger("train_lab_model")
 

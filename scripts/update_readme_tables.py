@@ -12,7 +12,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from harness.demo import replace_generated_block, run_demo, tables_markdown
+from harness.demo.demos import replace_generated_block, run_demo, tables_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.tiny import make_model_dir  # noqa: E402
+from tests.tiny import make_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,6 @@ def family_model_dir(request, tmp_path_factory):
 def _cli_quiet_is_undone():
     """A CLI run with -q in one test must not silence the next (bars and log level are process-wide)."""
     yield
-    from harness.cli._flags import reset_quiet  # noqa: PLC0415
+    from harness.cli._flags import reset_quiet
 
     reset_quiet()

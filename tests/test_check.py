@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import check
-from harness.check import CheckResult, invariants_for
 from harness.cli import check as cli
+from harness.stages import check
+from harness.stages.check import CheckResult, invariants_for
 
 TOML = """
 model = "{model}"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.check import run_checks
-from harness.config import from_dict
+from harness.core.config import from_dict
 from harness.methods.base import METHODS
-from harness.models import method_families
-from harness.resolve import resolve
+from harness.model.loading import method_families
+from harness.stages.check import run_checks
+from harness.stages.resolve import resolve
 from tests.tiny import make_model_dir
 
 ALL_METHODS = METHODS.names()

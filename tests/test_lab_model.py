@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "harness" / "assets" / "lab_model"
 WINDOW = 256

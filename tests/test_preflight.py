@@ -11,14 +11,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.cli import run as run_cli
-from harness.config import from_dict
-from harness.engine import Engine
-from harness.methods.attention import RopeTables, install_kernel, installed_kernel, uninstall_kernel
+from harness.core.config import from_dict
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.rope import causal_sdpa
-from harness.models import model_info
-from harness.preflight import PreflightError, apply_with_preflight, probe_length
-from harness.resolve import build_method, resolve
+from harness.methods.common.hook import RopeTables, install_kernel, installed_kernel, uninstall_kernel
+from harness.methods.common.rope import causal_sdpa
+from harness.model.engine import Engine
+from harness.model.loading import model_info
+from harness.stages.preflight import PreflightError, apply_with_preflight, probe_length
+from harness.stages.resolve import build_method, resolve
 
 KERNEL_METHODS = ["gali", "selfextend", "chunkllama", "dpe", "string", "rerope", "leaky_rerope", "streaming_llm",
                   "lm_infinite", "infllm"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-#: Every family a tiny model can be built for (harness.models.FAMILIES); the first three are the position families.
+#: Every family a tiny model can be built for (harness.model.loading.FAMILIES); the first three: position families.
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 log = logging.getLogger("harness")
 
@@ -22,7 +22,7 @@ def setup_logging(verbose: bool = False) -> None:
     for noisy in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock", "matplotlib", "jieba"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        from transformers.utils import logging as hf_logging  # noqa: PLC0415
+        from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
@@ -51,10 +51,10 @@ def guarded(fn: Callable[[], int]) -> int:
 
 
 def os_error_text(exc: OSError) -> str:
-    """One line for an OSError: the full-disk wording of harness.results, else the file and the system's reason."""
-    import errno  # noqa: PLC0415
+    """One line for an OSError: the full-disk wording of harness.core.results, else the file and the system's reason."""
+    import errno
 
-    from harness.results import io_error  # noqa: PLC0415
+    from harness.core.results import io_error
 
     where = exc.filename if exc.filename is not None else "a file"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -169,7 +169,7 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
 
 def selected_experiments(args: argparse.Namespace) -> list[Any]:
     """The experiments named by `add_experiment_args` options; a clear error when there are none."""
-    from harness.results import find_experiments  # noqa: PLC0415
+    from harness.core.results import find_experiments
 
     exps = find_experiments(args.results_dir, None if args.all else args.exp)
     if not exps:

@@ -22,7 +22,7 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 
 def configure_logging(args: argparse.Namespace) -> None:
     """setup_logging for the parsed flags; --quiet raises the level to WARNING and switches tqdm bars off."""
-    from harness.cli._common import setup_logging  # noqa: PLC0415
+    from harness.cli._common import setup_logging
 
     setup_logging(getattr(args, "verbose", False))
     if getattr(args, "quiet", False):
@@ -56,9 +56,9 @@ _SAVED_LEVELS: tuple[int, int] | None = None  # (root, harness) log levels befor
 def disable_progress_bars(disable: bool = True) -> None:
     """Every tqdm bar of this process off (tqdm read TQDM_DISABLE when it was imported, so the env var is too late);
     `disable=False` restores them."""
-    from functools import partialmethod  # noqa: PLC0415
+    from functools import partialmethod
 
-    from tqdm import std  # noqa: PLC0415
+    from tqdm import std
 
     global _TQDM_INIT
     if disable and _TQDM_INIT is None:
@@ -107,16 +107,16 @@ def list_text(what: str) -> str:
     """The `gali-run --list methods|tasks|models` text."""
     lines: list[str] = []
     if what == "methods":
-        from harness.methods.base import METHODS  # noqa: PLC0415
+        from harness.methods.base import METHODS
 
         lines += _registry_lines(METHODS, "params", _first_line, lambda cls: _fields(cls.Params))
     elif what == "tasks":
-        from harness.tasks.base import TASKS  # noqa: PLC0415
+        from harness.tasks.base import TASKS
 
         lines += _registry_lines(TASKS, "task_options", lambda cls: cls.description or _first_line(cls),
                                  lambda cls: _fields(cls.Options))
     elif what == "models":
-        from harness.models import BUNDLED_MODELS, FETCHED_MODELS, SUPPORTED_FAMILIES  # noqa: PLC0415
+        from harness.model.loading import BUNDLED_MODELS, FETCHED_MODELS, SUPPORTED_FAMILIES
 
         lines.append("bundled: " + ", ".join(BUNDLED_MODELS) + " (ships with the package)")
         lines.append("fetched: " + ", ".join(FETCHED_MODELS) + " (gali-demo fetch downloads it once)")

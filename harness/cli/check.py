@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.check import format_table, run_checks, summary_line  # noqa: PLC0415
-        from harness.config import expand_config_paths, load_config  # noqa: PLC0415
-        from harness.errors import HarnessError  # noqa: PLC0415
-        from harness.models import load_model_config, model_info  # noqa: PLC0415
-        from harness.resolve import resolve  # noqa: PLC0415
+        from harness.core.config import expand_config_paths, load_config
+        from harness.core.errors import HarnessError
+        from harness.model.loading import load_model_config, model_info
+        from harness.stages.check import format_table, run_checks, summary_line
+        from harness.stages.resolve import resolve
 
         if args.max_len is not None and args.max_len < 2:
             raise HarnessError(f"--max-len {args.max_len}: must be at least 2")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.cli._common import add_experiment_args, guarded, log, selected_experiments
 from harness.cli._flags import add_common_flags, configure_logging
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.collect import collect  # noqa: PLC0415
+        from harness.stages.collect import collect
 
         exps = selected_experiments(args)
         out = Path(args.out) if args.out else Path(args.results_dir) / "summary" / "summary.xlsx"
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tables:   {out.parent}/<sheet>.csv, <sheet>.md, summary.md")
         for fig in result["figures"]:
             print(f"figure:   {fig}")
-        from harness.tracking import track_all  # noqa: PLC0415
+        from harness.stages.tracking import track_all
 
         for run_id in track_all(exps, result["figures"]):  # experiments with a [tracking] table (optional extra)
             print(f"tracked:  run {run_id}")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import data
 from harness.cli._common import guarded
 from harness.cli._flags import add_common_flags, configure_logging
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.tasks import datasets as data
 
 DATA_TASKS = ("longbench", "leval", "pg19", "ruler", "longbench_v2")
 RULER_ESSAY_BOOKS = 10  # PG19 books written to <dir>/ruler/ as the essay haystack (> 500k words)
@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(task: str, cfg_path: str | None) -> tuple[Any, str | None]:
     """(typed task options, data_dir) from --cfg if it configures `task`, else the defaults."""
-    from harness import params as P  # noqa: PLC0415
-    from harness.config import from_dict, read_toml  # noqa: PLC0415
-    from harness.tasks.base import TASKS  # noqa: PLC0415
+    from harness.core import params as P
+    from harness.core.config import from_dict, read_toml
+    from harness.tasks.base import TASKS
 
     cls = TASKS.get(task)
     if cfg_path:
@@ -71,7 +71,7 @@ def _tasks(names: list[str]) -> list[str]:
 
 
 def download(task: str, opts: Any, to: str | None) -> None:
-    from harness.tasks.leval import LEVAL_TASKS  # noqa: PLC0415
+    from harness.tasks.leval import LEVAL_TASKS
 
     if task == "longbench":
         path = data.longbench_archive(opts.repo_id, opts.archive, opts.revision)
@@ -123,9 +123,9 @@ def squad_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def download_ruler(to: str | None) -> None:
     """SQuAD 2.0 dev (hub parquet), HotpotQA dev distractor (hub JSON) and the PG19 books of the essay haystack."""
-    import json  # noqa: PLC0415
+    import json
 
-    from harness.tasks import _ruler_data as R  # noqa: PLC0415
+    from harness.tasks import _ruler_data as R
 
     squad = R.qa_raw("squad", None)
     hotpot = data.hub_file(R.HOTPOTQA_REPO, R.HOTPOTQA_FILE, R.HOTPOTQA_REVISION, "RULER: HotpotQA dev could not be "
@@ -142,7 +142,7 @@ def download_ruler(to: str | None) -> None:
 
 
 def where(task: str, opts: Any, data_dir: str | None) -> None:
-    from harness.tasks.leval import LEVAL_TASKS  # noqa: PLC0415
+    from harness.tasks.leval import LEVAL_TASKS
 
     def show(label: str, path: Path | None, hint: str) -> None:
         print(f"  {label}: {path if path else 'not cached (' + hint + ')'}")
@@ -159,7 +159,7 @@ def where(task: str, opts: Any, data_dir: str | None) -> None:
                  "gali-data download leval")
         print("  data_dir layout: <data_dir>/<task>.jsonl, e.g. coursera.jsonl")
     elif task == "ruler":
-        from harness.tasks import _ruler_data as R  # noqa: PLC0415
+        from harness.tasks import _ruler_data as R
 
         show(f"{R.HOTPOTQA_REPO}/{R.HOTPOTQA_FILE}", data.cached_file(R.HOTPOTQA_REPO, R.HOTPOTQA_FILE,
                                                                       R.HOTPOTQA_REVISION), "gali-data download ruler")

@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "fetch":
-            from harness.models import fetched_gguf  # noqa: PLC0415
+            from harness.model.loading import fetched_gguf
 
             print(f"SmolLM2-135M-Instruct: {fetched_gguf('gali:smollm2')}")
             return 0
-        from harness.demo import run_demo, tables_markdown  # noqa: PLC0415
+        from harness.demo.demos import run_demo, tables_markdown
 
         kind = "lab" if args.command == "run" else "real"
         results = args.results_dir or ("results/demo" if kind == "lab" else "results/demo-real")

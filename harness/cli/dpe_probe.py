@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.cli._common import guarded, log
 from harness.cli._flags import add_common_flags, configure_logging
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def _haystack_text(path: str | None) -> str:
             return Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise HarnessError(f"--haystack {path}: cannot read ({exc}). Fix: point it at a text file") from None
-    import pydoc_data.topics as topics  # noqa: PLC0415 - offline English text shipped with Python
+    import pydoc_data.topics as topics
 
     return "\n".join(topics.topics.values())
 
@@ -66,14 +66,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # noqa: PLC0415
+    import torch
 
-    from harness.config import ExperimentConfig  # noqa: PLC0415
-    from harness.engine import Engine  # noqa: PLC0415
-    from harness.methods import _dpe_probe as probe  # noqa: PLC0415
-    from harness.methods._dpe_table import DpeTable, equal_groups, save_table  # noqa: PLC0415
-    from harness.methods.dpe import Dpe, DpeParams  # noqa: PLC0415
-    from harness.models import load_model, load_tokenizer  # noqa: PLC0415
+    from harness.core.config import ExperimentConfig
+    from harness.methods.dpe import Dpe, DpeParams
+    from harness.methods.dpe import probe as probe
+    from harness.methods.dpe.table import DpeTable, equal_groups, save_table
+    from harness.model.engine import Engine
+    from harness.model.loading import load_model, load_tokenizer
 
     _check_args(args)
     cfg = ExperimentConfig(task="needle", model=args.model, method="dpe", exp_name="dpe-probe", dtype=args.dtype,

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.config import expand_config_paths  # noqa: PLC0415
-        from harness.launch import launch, parse_gpus  # noqa: PLC0415
+        from harness.cluster.launch import launch, parse_gpus
+        from harness.core.config import expand_config_paths
 
         groups = parse_gpus(args.gpus)
         status = 0

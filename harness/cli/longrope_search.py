@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli._common import guarded, log, setup_logging
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _documents(cfg: Any, tokenizer: Any, target: int, search: int, heldout: int) -> tuple[list, list]:
     """Token lists (target + 1 tokens) of the held-out and search documents (only documents long enough)."""
-    from harness.resolve import build_task  # noqa: PLC0415
+    from harness.stages.resolve import build_task
 
     task = build_task(cfg, tokenizer)
     held, found = [], []
@@ -78,24 +78,24 @@ def _documents(cfg: Any, tokenizer: Any, target: int, search: int, heldout: int)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    import numpy as np
+    import torch
 
-    from harness.config import load_config  # noqa: PLC0415
-    from harness.engine import Engine  # noqa: PLC0415
-    from harness.methods._frequency import rotary_dim  # noqa: PLC0415
-    from harness.methods.base import Method  # noqa: PLC0415
-    from harness.methods.longrope import apply_longrope  # noqa: PLC0415
-    from harness.methods.longrope_factors import (  # noqa: PLC0415
+    from harness.core.config import load_config
+    from harness.methods.base import Method
+    from harness.methods.common.frequency import rotary_dim
+    from harness.methods.longrope import apply_longrope
+    from harness.methods.longrope.factors import (
         default_attention_factor,
         ntk_by_parts_factors,
         ntk_factors,
         pi_factors,
         write_factors_file,
     )
-    from harness.methods.longrope_search import Genome, Search, SearchSettings  # noqa: PLC0415
-    from harness.models import load_model, load_tokenizer  # noqa: PLC0415
-    from harness.scoring.perplexity import aggregate_ppl  # noqa: PLC0415
+    from harness.methods.longrope.search import Genome, Search, SearchSettings
+    from harness.model.engine import Engine
+    from harness.model.loading import load_model, load_tokenizer
+    from harness.tasks.scoring.perplexity import aggregate_ppl
 
     _check_args(args)
     cfg = load_config(args.cfg, args.overrides)

@@ -52,16 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dry_run(cfg, shard: tuple[int, int]) -> None:
-    from harness.dryrun import dry_run as plan_text  # noqa: PLC0415
+    from harness.stages.dryrun import dry_run as plan_text
 
     print(plan_text(cfg, shard))
 
 
 def load_all(args: argparse.Namespace) -> list:
     """The configs named by --cfg and/or the matrix flags, with --limit / --results-dir applied."""
-    from harness.config import expand_config_paths  # noqa: PLC0415
-    from harness.errors import HarnessError  # noqa: PLC0415
-    from harness.matrix import Axes, load_experiments, parse_int_list, split_list  # noqa: PLC0415
+    from harness.core.config import expand_config_paths
+    from harness.core.errors import HarnessError
+    from harness.core.matrix import Axes, load_experiments, parse_int_list, split_list
 
     if args.limit is not None and args.limit <= 0:
         raise HarnessError(f"--limit {args.limit}: must be a positive number of examples")
@@ -72,7 +72,7 @@ def load_all(args: argparse.Namespace) -> list:
         overrides.append(f"results_dir={json.dumps(str(args.results_dir))}")
     axes = Axes(model=split_list(args.model), task=split_list(args.task), method=split_list(args.method),
                 max_pe=parse_int_list(args.max_pe, "--max-pe"))
-    from harness.tracking import tracking_options  # noqa: PLC0415
+    from harness.stages.tracking import tracking_options
 
     paths = expand_config_paths(args.cfg) if args.cfg else []
     configs = load_experiments(paths, overrides, axes, suggested=not args.default_params)
@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def body() -> int:
-        from harness.results import ExperimentDir  # noqa: PLC0415
-        from harness.run_checks import check_runtime  # noqa: PLC0415
-        from harness.runlog import run_log  # noqa: PLC0415
-        from harness.runner import run_experiment  # noqa: PLC0415
+        from harness.core.results import ExperimentDir
+        from harness.core.runlog import run_log
+        from harness.stages.run import run_experiment
+        from harness.stages.run_checks import check_runtime
 
         shard = parse_shard(args.shard)
         configs = load_all(args)

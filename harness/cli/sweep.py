@@ -62,7 +62,7 @@ def _flags(args: argparse.Namespace) -> dict:
 
 
 def print_plan(sweep, executor: str, overrides: list[str]) -> None:
-    from harness.slurm import render, sweep_sbatch_command  # noqa: PLC0415
+    from harness.cluster.slurm import render, sweep_sbatch_command
 
     n_cfg = sum(len(cfgs) for _, _, cfgs in sweep.groups)
     print(f"# sweep {sweep.name}: {n_cfg} config(s), {len(sweep.tasks)} task(s), executor {executor}, "
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.config import expand_config_paths  # noqa: PLC0415
-        from harness.sweep import plan_sweep, submit, wait  # noqa: PLC0415
+        from harness.cluster.sweep import plan_sweep, submit, wait
+        from harness.core.config import expand_config_paths
 
         sweep = plan_sweep(expand_config_paths(args.cfg), args.overrides, _flags(args), args.name, args.sweep_dir)
         print_plan(sweep, args.executor, args.overrides)
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 log.info("%s: %s", task.label, result["status"])
                 status = status or int(result["returncode"] != 0)
-        from harness.evaluate import evaluate_experiment  # noqa: PLC0415
-        from harness.results import ExperimentDir  # noqa: PLC0415
+        from harness.core.results import ExperimentDir
+        from harness.stages.evaluate import evaluate_experiment
 
         for exp_dir in exps:
             path = Path(exp_dir)

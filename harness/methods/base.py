@@ -6,12 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
-    from harness.config import ExperimentConfig
+    from harness.core.config import ExperimentConfig
 
 
 @dataclass
@@ -21,7 +21,7 @@ class NoParams:
 
 @dataclass
 class ModelInfo:
-    """Facts about the loaded model that methods need (filled by harness.models)."""
+    """Facts about the loaded model that methods need (filled by harness.model.loading)."""
 
     model_type: str
     original_window: int  # M: the pre-trained window (after `ori_max_position_embeddings`)

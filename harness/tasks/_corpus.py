@@ -10,7 +10,7 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-from harness.data import Document
+from harness.tasks.datasets import Document
 
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "lib2to3", "__pycache__"}
 HELD_OUT_FRACTION = 0.1
@@ -19,7 +19,7 @@ HELD_OUT_FRACTION = 0.1
 def python_heldout_documents(fraction: float = HELD_OUT_FRACTION) -> list[Document]:
     """Held-out stdlib source files, then held-out pydoc topics (deterministic for a given Python version); empty
     files (such as bare `__init__.py`) are skipped."""
-    import pydoc_data.topics as topics  # noqa: PLC0415
+    import pydoc_data.topics as topics
 
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted((f for f in root.rglob("*.py") if not SKIP_DIRS.intersection(f.relative_to(root).parts)),

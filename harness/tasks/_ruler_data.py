@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import data
-from harness.errors import DataError
+from harness.core.errors import DataError
+from harness.tasks import datasets as data
 
 SQUAD_REPO = "rajpurkar/squad_v2"
 SQUAD_PATTERN = "squad_v2/validation-*.parquet"
@@ -34,7 +34,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 @functools.cache
 def wonderwords_list(name: str) -> tuple[str, ...]:
     """One of wonderwords' word lists (`nounlist.txt`, `adjectivelist.txt`, `verblist.txt`), in file order."""
-    from importlib import resources  # noqa: PLC0415
+    from importlib import resources
 
     try:
         text = resources.files("wonderwords.assets").joinpath(name).read_text(encoding="utf-8")
@@ -66,7 +66,7 @@ def essay_words(source: str, files: list[str] | None, data_dir: str | None, min_
     if files:
         docs = data.load_text_files(files)
     elif source == "python_heldout":
-        from harness.tasks._corpus import python_heldout_documents  # noqa: PLC0415
+        from harness.tasks._corpus import python_heldout_documents
 
         docs = python_heldout_documents()
     else:
@@ -143,7 +143,7 @@ def _missing(dataset: str, data_dir: str | None) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(data.read_text_file(path))  # recorded as the experiment's data (harness.data.recording)
+        return json.loads(data.read_text_file(path))  # recorded as the experiment's data
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc}). Fix: re-download it (gali-data download ruler)") from None
 
@@ -160,7 +160,7 @@ def qa_raw(dataset: str, data_dir: str | None, download: bool = True) -> Any:
     if dataset == "hotpotqa":
         return _read_json(data.hub_file(HOTPOTQA_REPO, HOTPOTQA_FILE, HOTPOTQA_REVISION, _missing(dataset, None),
                                         download))
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    import pyarrow.parquet as pq
 
     rows = []
     for path in data.hub_files(SQUAD_REPO, SQUAD_PATTERN, None, _missing(dataset, None), download):

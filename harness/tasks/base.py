@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.config import ExperimentConfig
-    from harness.engine import Engine
+    from harness.core.config import ExperimentConfig
+    from harness.model.engine import Engine
 
 
 @dataclass

@@ -20,10 +20,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import data
-from harness.errors import ConfigError, DataError
-from harness.params import TOKENS, TOKENS0
-from harness.prompting import (
+from harness.core.errors import ConfigError, DataError
+from harness.core.params import TOKENS, TOKENS0
+from harness.tasks import datasets as data
+from harness.tasks._common import prediction_text, table, word_truncate
+from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.prompting import (
     LLAMA2_B_INST,
     LLAMA2_B_SYS,
     LLAMA2_E_INST,
@@ -35,8 +37,6 @@ from harness.prompting import (
     require_reference_family,
     stop_token_ids,
 )
-from harness.tasks._common import prediction_text, table, word_truncate
-from harness.tasks.base import TASKS, Example, Task
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def reference_format(message: str, document: str, inst: str) -> str:
     document, KeyError for `{x}`, ValueError for a lone `{`)."""
     try:
         return message.format(document=document, inst=inst)
-    except Exception:  # noqa: BLE001 - the reference catches everything here
+    except Exception:
         return message
 
 
@@ -235,7 +235,7 @@ class LEval(Task):
             return None
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.scoring.leval_metrics import score_leval_task  # noqa: PLC0415
+        from harness.tasks.scoring.leval_metrics import score_leval_task
 
         def where(r: dict[str, Any]) -> tuple[int, int]:
             meta = r.get("meta") or {}

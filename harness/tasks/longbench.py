@@ -8,7 +8,7 @@ Llama-3 chat with the pirate system prompt; the no-wrap datasets stay plain), gr
 
 `prompt_format = "longbench"` reproduces THUDM/LongBench's own pred.py instead: the prompt is cut to the model's
 max length of its `model2maxlen` table (`longbench_max_length`; no generation budget, no slack) and wrapped by its
-`build_chat` for the model's family (harness.prompting.longbench_chat).
+`build_chat` for the model's family (harness.tasks.prompting.longbench_chat).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import data
-from harness.errors import ConfigError, DataError
-from harness.params import TOKENS, TOKENS0
-from harness.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
+from harness.core.errors import ConfigError, DataError
+from harness.core.params import TOKENS, TOKENS0
+from harness.tasks import datasets as data
 from harness.tasks._common import middle_truncate, prediction_text, table
 from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class LongBench(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def expected_count(self, subset: str) -> int | None:
-        from harness.scoring.longbench_metrics import DATASET2COUNT  # noqa: PLC0415
+        from harness.tasks.scoring.longbench_metrics import DATASET2COUNT
 
         if self.cfg.test:
             return 1
@@ -191,7 +191,7 @@ class LongBench(Task):
             return DATASET2COUNT.get(subset)  # the official counts (plain sets only)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.scoring.longbench_metrics import score_dataset, score_longbench_e  # noqa: PLC0415
+        from harness.tasks.scoring.longbench_metrics import score_dataset, score_longbench_e
 
         records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
         preds = [r["prediction"] for r in records]

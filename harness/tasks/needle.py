@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.errors import ConfigError
-from harness.params import TOKENS, TOKENS0, domain
-from harness.prompting import encode_prompt, stop_token_ids
+from harness.core.errors import ConfigError
+from harness.core.params import TOKENS, TOKENS0, domain
+from harness.core.seeding import derive_seed
 from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.prompting import encode_prompt, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,6 @@ class Needle(PassKeyRun):
         return 6 + self.options.extra_new_tokens
 
     def examples(self, subset: str) -> list[Example]:
-        from harness.runner import derive_seed  # noqa: PLC0415
 
         out = []
         for length in self.lengths():
@@ -234,7 +234,7 @@ class Needle(PassKeyRun):
         return per_cell * len(self.depth_fractions()) * (self.cfg.times or 0)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.scoring.needle import aggregate_needle  # noqa: PLC0415
+        from harness.tasks.scoring.needle import aggregate_needle
 
         rows = [{"length": r["meta"]["length"], "depth": r["meta"]["depth"], "passed": bool(r["passed"]),
                  "tokens": r.get("prompt_len")} for r in records]

@@ -16,8 +16,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import ConfigError
-from harness.params import TOKENS, TOKENS0, domain
+from harness.core.errors import ConfigError
+from harness.core.params import TOKENS, TOKENS0, domain
+from harness.core.seeding import derive_seed
 from harness.tasks.base import TASKS, Example
 from harness.tasks.needle import PassKeyRun, build_prompt_at
 
@@ -73,7 +74,6 @@ class Passkey(PassKeyRun):
         return self.trials() * int(self.cfg.n_garbage or 0)
 
     def examples(self, subset: str) -> list[Example]:
-        from harness.runner import derive_seed  # noqa: PLC0415
 
         tokens = self.options.tokens
         n_garbage = int(self.cfg.n_garbage or 0)

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import data
-from harness.errors import ConfigError, DataError
-from harness.params import TOKENS, domain
-from harness.results import ExperimentDir
+from harness.core.errors import ConfigError, DataError
+from harness.core.params import TOKENS, domain
+from harness.core.results import ExperimentDir
+from harness.tasks import datasets as data
 from harness.tasks._common import safe_name
 from harness.tasks.base import TASKS, Example, Task
 
@@ -94,7 +94,7 @@ class PG19(Task):
             if o.text_files:
                 docs = data.load_text_files(o.text_files)
             elif o.source == "python_heldout":
-                from harness.tasks._corpus import python_heldout_documents  # noqa: PLC0415
+                from harness.tasks._corpus import python_heldout_documents
 
                 docs = python_heldout_documents()
             else:
@@ -164,7 +164,7 @@ class PG19(Task):
         return load_npz_nll(path)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.scoring.perplexity import aggregate_ppl, reference_ppl_quirk  # noqa: PLC0415
+        from harness.tasks.scoring.perplexity import aggregate_ppl, reference_ppl_quirk
 
         records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
         nlls = [self.load_nll(r) for r in records]

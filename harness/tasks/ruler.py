@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Literal
 
-from harness.errors import ConfigError
-from harness.params import TOKENS, domain
-from harness.prompting import effective_format, encode_plain, encode_prompt, stop_token_ids
+from harness.core.errors import ConfigError
+from harness.core.params import TOKENS, domain
+from harness.core.seeding import derive_seed
 from harness.tasks import _ruler_gen as G
 from harness.tasks._ruler_data import common_words, essay_words, load_qa
 from harness.tasks._ruler_spec import EFFECTIVE_THRESHOLD, RULER_LENGTHS, RULER_TASKS, SPECS
 from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.prompting import effective_format, encode_plain, encode_prompt, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,6 @@ class Ruler(Task):
 
     def vt_example(self) -> str:
         """The variable-tracking few-shot example: as many noise lines as fit VT_ICL_LENGTH tokens (plain text)."""
-        from harness.runner import derive_seed  # noqa: PLC0415
 
         args, seed = SPECS["vt"].args, derive_seed(self.cfg.seed, "vt", "icl")
 
@@ -193,7 +193,6 @@ class Ruler(Task):
         """Haystack units of (task, length): the largest whose probe example fits `length` with max_new_tokens."""
         key = (subset, length)
         if key not in self._sizes:
-            from harness.runner import derive_seed  # noqa: PLC0415
 
             seed, budget = derive_seed(self.cfg.seed, subset, f"fit-L{length}"), length - self.max_new_tokens(subset)
             self._sizes[key] = self._search(
@@ -206,7 +205,6 @@ class Ruler(Task):
         """(input ids, sample, haystack size) of an example; regenerated with fewer units while too long."""
         key = (example.subset, example.id)
         if key not in self._built:
-            from harness.runner import derive_seed  # noqa: PLC0415
 
             length, index = example.meta["length"], example.meta["index"]
             seed = derive_seed(self.cfg.seed, example.subset, example.id)
@@ -236,11 +234,11 @@ class Ruler(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.scoring.ruler import score_task  # noqa: PLC0415
+        from harness.tasks.scoring.ruler import score_task
 
         return score_task(records, SPECS[subset].metric)
 
     def summarize(self, per_subset: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        from harness.scoring.ruler import summarize  # noqa: PLC0415
+        from harness.tasks.scoring.ruler import summarize
 
         return summarize(per_subset, self.options.threshold)

@@ -27,7 +27,7 @@ export TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"
 export GALI_LOCK_WAIT="${GALI_LOCK_WAIT:-300}"
 
 gali_exp_dir() {
-    "$PY" -m harness.slurm exp-dir "$@"
+    "$PY" -m harness.cluster.slurm exp-dir "$@"
 }
 
 gali_log_to() {

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from harness.cli import launch as launch_cli
-from harness.errors import HarnessError
-from harness.launch import INTERRUPTED, LaunchResult, Shard, parse_gpus, report, shard_commands
-from harness.results import iter_jsonl
-from harness.runner import in_shard
+from harness.cluster.launch import INTERRUPTED, LaunchResult, Shard, parse_gpus, report, shard_commands
+from harness.core.errors import HarnessError
+from harness.core.results import iter_jsonl
+from harness.core.seeding import in_shard
 
 
 def test_parse_gpus(monkeypatch):
@@ -48,7 +48,7 @@ def test_report_shows_the_failing_shards_log(tmp_path, caplog):
     log.write_text("loading\nprogress 10%\rprogress 50%\nerror: config key 'x': boom\n")
     res = LaunchResult("e", tmp_path, [Shard(0, 2, "0", tmp_path / "s0.log", [], {}, rc=INTERRUPTED),
                                        Shard(1, 2, "1", log, [], {}, rc=2)])
-    with caplog.at_level(logging.INFO, logger="harness.launch"):
+    with caplog.at_level(logging.INFO, logger="harness.cluster.launch"):
         report(res)
     assert res.interrupted and [s.index for s in res.failed] == [1]
     text = caplog.text
@@ -75,8 +75,8 @@ def test_launch_two_cpu_processes_end_to_end(write_cfg, tmp_path):
 
 
 def test_shard_progress_counts_finished_examples(tmp_path):
-    from harness.launch_progress import ShardProgress  # noqa: PLC0415
-    from harness.results import ExperimentDir  # noqa: PLC0415
+    from harness.cluster.progress import ShardProgress
+    from harness.core.results import ExperimentDir
 
     exp = ExperimentDir(tmp_path, "e")
     exp.predictions_dir.mkdir(parents=True)

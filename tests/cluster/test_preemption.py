@@ -15,8 +15,8 @@ import time
 import pytest
 
 from harness.cli import run as run_cli
-from harness.launch import Shard, run_shards
-from harness.sweep import ShardJob, SweepTask
+from harness.cluster.launch import Shard, run_shards
+from harness.cluster.sweep import ShardJob, SweepTask
 
 FAKE_RUN = ("import signal, sys, time\n"
             "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(143))\n"

@@ -10,9 +10,9 @@ import pytest
 from harness.cli import evaluate as eval_cli
 from harness.cli import run as run_cli
 from harness.cli._common import _shard_from_env, parse_shard
-from harness.errors import HarnessError
-from harness.results import iter_jsonl
-from harness.runner import in_shard
+from harness.core.errors import HarnessError
+from harness.core.results import iter_jsonl
+from harness.core.seeding import in_shard
 
 
 def test_parse_shard_explicit_and_defaults():

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import sweep as sweep_cli
-from harness.errors import ConfigError
-from harness.slurm import experiment_dir, slurm_options, time_minutes
+from harness.cluster.slurm import experiment_dir, slurm_options, time_minutes
+from harness.core.errors import ConfigError
 from tests.cluster.conftest import REPO
 
 SCRIPTS = REPO / "scripts" / "slurm"

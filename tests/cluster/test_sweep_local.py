@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.cli import sweep as sweep_cli
-from harness.results import iter_jsonl
+from harness.core.results import iter_jsonl
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from harness.cli import sweep as sweep_cli
-from harness.results import iter_jsonl
+from harness.core.results import iter_jsonl
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 import harness
 from harness.cli.run import main as run_main
-from harness.errors import ConfigError
-from harness.models import SUPPORTED_FAMILIES, _load_error, looks_local
+from harness.core.errors import ConfigError
+from harness.model.loading import SUPPORTED_FAMILIES, _load_error, looks_local
 from harness.tasks.base import TASKS
 
 CLIS = {"gali-run": "run", "gali-eval": "evaluate", "gali-collect": "collect", "gali-check": "check",
@@ -32,20 +32,20 @@ def test_version_on_every_cli(prog, capsys):
 
 
 def test_quiet_and_verbose_flags(monkeypatch):
-    from harness.cli._flags import configure_logging, disable_progress_bars  # noqa: PLC0415
+    from harness.cli._flags import configure_logging, disable_progress_bars
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     parser = import_module("harness.cli.evaluate").build_parser()
     args = parser.parse_args(["--all", "-q"])
     configure_logging(args)
     assert logging.getLogger("harness").getEffectiveLevel() == logging.WARNING and os.environ["TQDM_DISABLE"] == "1"
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
 
     try:
         assert tqdm(range(3)).disable  # bars of this process are off too (tqdm was imported before the flag)
     finally:
         disable_progress_bars(False)
-    assert not tqdm(range(3), file=open(os.devnull, "w")).disable  # noqa: SIM115
+    assert not tqdm(range(3), file=open(os.devnull, "w")).disable
     with pytest.raises(SystemExit):
         parser.parse_args(["--all", "-q", "-v"])  # mutually exclusive
 
@@ -65,8 +65,8 @@ def test_list_methods_tasks_models(capsys):
 
 
 def test_check_takes_several_configs(tmp_path, capsys):
-    from harness.cli.check import build_parser  # noqa: PLC0415
-    from harness.cli.check import main as check_main  # noqa: PLC0415
+    from harness.cli.check import build_parser
+    from harness.cli.check import main as check_main
 
     assert build_parser().parse_args(["--cfg", "a.toml", "b.toml"]).cfg == ["a.toml", "b.toml"]
     for name in ("a", "b"):
@@ -113,7 +113,7 @@ def test_offline_hint_names_the_hf_cli(monkeypatch):
 
 
 def test_config_error_wording_uses_an():
-    from harness import params as P  # noqa: PLC0415
+    from harness.core import params as P
 
     with pytest.raises(ConfigError) as exc:
         P.coerce("x", int, "times")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.errors import ConfigError, HarnessError
+from harness.core.config import load_config
+from harness.core.errors import ConfigError, HarnessError
 
 REFERENCE_STYLE = """
 task = "needle"

@@ -11,14 +11,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness import params as P
-from harness.config import from_dict
-from harness.engine import Engine, cache_argument
-from harness.errors import ConfigError
-from harness.methods._frequency import FREQUENCY_FAMILIES, rotary_inv_freqs
+from harness.core import params as P
+from harness.core.config import from_dict
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.models import POSITION_FAMILIES, SUPPORTED_FAMILIES, load_model, method_families, model_info
-from harness.resolve import resolve
+from harness.methods.common.frequency import FREQUENCY_FAMILIES, rotary_inv_freqs
+from harness.model.engine import Engine, cache_argument
+from harness.model.loading import POSITION_FAMILIES, SUPPORTED_FAMILIES, load_model, method_families, model_info
+from harness.stages.resolve import resolve
 from tests.tiny import FAMILIES, model_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import models
 from harness.cli import run as cli_run
 from harness.cli._common import parse_shard
-from harness.config import from_dict, load_config, read_toml
-from harness.errors import ConfigError, DataError, HarnessError
-from harness.params import INT64_MAX, MAX_TOKENS
-from harness.resolve import resolve
-from harness.runner import plan
+from harness.core.config import from_dict, load_config, read_toml
+from harness.core.errors import ConfigError, DataError, HarnessError
+from harness.core.params import INT64_MAX, MAX_TOKENS
+from harness.model import loading as models
+from harness.stages.resolve import resolve
+from harness.stages.run import plan
 
 LAB = "gali:lab"
 
@@ -149,8 +149,7 @@ LEVAL_ROW = {"input": "a document", "instructions": ["q1"], "outputs": ["a1"], "
     (b"\n\n", "no rows (an empty file)"),
 ])
 def test_broken_longbench_data_names_the_file_and_line(tmp_path, content, fragment):
-    from harness import data
-
+    from harness.tasks import datasets as data
     (tmp_path / "trec.jsonl").write_bytes(content)
     with pytest.raises(DataError) as err:
         data.load_longbench("trec", str(tmp_path))
@@ -161,8 +160,7 @@ def test_broken_longbench_data_names_the_file_and_line(tmp_path, content, fragme
                                           ({**LEVAL_ROW, "outputs": 7}, "field 'outputs' is a int"),
                                           ({**LEVAL_ROW, "input": {"a": 1}}, "field 'input' is a dict")])
 def test_broken_leval_data_names_the_file(tmp_path, row, fragment):
-    from harness import data
-
+    from harness.tasks import datasets as data
     (tmp_path / "gsm100.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match=fragment):
         data.load_leval("gsm100", str(tmp_path))
@@ -175,8 +173,7 @@ def test_broken_leval_data_names_the_file(tmp_path, row, fragment):
     ("x.parquet", b"", "not a readable parquet file"),
 ])
 def test_broken_archives_are_data_errors(tmp_path, monkeypatch, name, content, fragment):
-    from harness import data
-
+    from harness.tasks import datasets as data
     path = tmp_path / name
     path.write_bytes(content)
     monkeypatch.setattr(data, "longbench_archive", lambda *a, **k: path)
@@ -279,7 +276,7 @@ def test_agreeing_shard_requests_pass(flags, env, expected):
 
 
 def test_launcher_children_see_no_array_variables(tmp_path, monkeypatch):
-    from harness.launch import shard_commands
+    from harness.cluster.launch import shard_commands
 
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
@@ -306,8 +303,7 @@ def test_model_loading_leaves_the_token_to_huggingface_hub(tmp_path, monkeypatch
 
 
 def test_data_downloads_use_the_same_token_resolution(monkeypatch):
-    from harness import data
-
+    from harness.tasks import datasets as data
     seen = {}
 
     def fake_download(repo_id, filename, **kw):
@@ -323,8 +319,7 @@ def test_data_downloads_use_the_same_token_resolution(monkeypatch):
 
 
 def test_int64_bound_is_the_generic_default():
-    from harness import params as P
-
+    from harness.core import params as P
     assert P.coerce(INT64_MAX, int, "k") == INT64_MAX
     with pytest.raises(ConfigError, match="64-bit"):
         P.coerce(INT64_MAX + 1, int | None, "k")

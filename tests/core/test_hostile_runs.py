@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.errors import ConfigError, DataError, HarnessError
-from harness.locking import experiment_lock
-from harness.results import ExperimentDir, JsonlAppender, repair_jsonl, scan_jsonl, write_json
-from harness.runner import prepare_dir, run_experiment
+from harness.core.config import load_config
+from harness.core.errors import ConfigError, DataError, HarnessError
+from harness.core.locking import experiment_lock
+from harness.core.results import ExperimentDir, JsonlAppender, repair_jsonl, scan_jsonl, write_json
+from harness.stages.run import prepare_dir, run_experiment
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
@@ -124,7 +124,7 @@ def test_shards_of_one_experiment_run_together(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from harness.locking import experiment_lock
+from harness.core.locking import experiment_lock
 with experiment_lock(Path(sys.argv[1]), (int(sys.argv[2]), int(sys.argv[3]))):
     print("locked", flush=True)
     time.sleep(60)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from harness.cli.run import main as run_main
-from harness.config import load_config
-from harness.errors import HarnessError
-from harness.matrix import Axes, deep_merge, load_experiments, split_overrides
-from harness.results import ExperimentDir
-from harness.tomlio import dumps, write_config_toml
+from harness.core.config import load_config
+from harness.core.errors import HarnessError
+from harness.core.matrix import Axes, deep_merge, load_experiments, split_overrides
+from harness.core.results import ExperimentDir
+from harness.core.tomlio import dumps, write_config_toml
 
 try:
     import tomllib

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import from_dict
-from harness.errors import ModelLoadError
-from harness.models import load_model, load_tokenizer, resolve_dtype
+from harness.core.config import from_dict
+from harness.core.errors import ModelLoadError
+from harness.model.loading import load_model, load_tokenizer, resolve_dtype
 
 
 def cfg_for(model: str, **kw):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.errors import HarnessError
-from harness.results import ExperimentDir, iter_jsonl
-from harness.runner import derive_seed, in_shard, run_experiment
+from harness.core.config import load_config
+from harness.core.errors import HarnessError
+from harness.core.results import ExperimentDir, iter_jsonl
+from harness.core.seeding import derive_seed, in_shard
+from harness.stages.run import run_experiment
 
 
 def needle_toml(tmp_path: Path, model: Path, results: Path, name: str = "exp", lengths=(64,), depths=4, times=2,
@@ -134,7 +135,7 @@ def test_failing_example_becomes_error_record_and_is_retried(tmp_path, tiny_mode
     assert summary.done == 1 and summary.skipped == 7
     lines = list(iter_jsonl(ExperimentDir(results, "exp").predictions_path("needle")))
     assert [r["id"] for r in lines].count("L64-D50-T1") == 2  # error line kept, success appended
-    from harness.evaluate import evaluate_experiment
+    from harness.stages.evaluate import evaluate_experiment
 
     doc = evaluate_experiment(ExperimentDir(results, "exp"))
     assert doc["subsets"]["needle"]["n_scored"] == 8 and doc["subsets"]["needle"]["n_errors"] == 0

@@ -13,15 +13,15 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from harness import provenance
 from harness.cli.collect import main as collect_main
 from harness.cli.evaluate import main as eval_main
 from harness.cli.run import main as run_main
+from harness.core import provenance
+from harness.core.results import iter_jsonl
+from harness.core.runlog import run_log
 from harness.methods.base import METHODS
-from harness.models import BUNDLED_MODELS
-from harness.results import iter_jsonl
-from harness.runlog import run_log
-from harness.samples import FULL_TEXT_MAX_TOKENS, HEAD_TAIL_TOKENS, ids_sha256, prompt_sample
+from harness.model.loading import BUNDLED_MODELS
+from harness.stages.samples import FULL_TEXT_MAX_TOKENS, HEAD_TAIL_TOKENS, ids_sha256, prompt_sample
 
 MATRIX = ["--model", "gali:lab", "--task", "needle,pg19", "--method", "original,gali,selfextend", "--max-pe", "512",
           "--set", "needle:times=1", "--set", "needle:task_options.lengths=[256,512]", "--set",
@@ -108,8 +108,8 @@ def test_warnings_go_to_the_run_log_once(tmp_path, capsys):
 
 
 def test_data_files_are_hashed_with_their_source():
-    from harness import data  # noqa: PLC0415
-    from tests.tasks.conftest import FIXTURES  # noqa: PLC0415
+    from harness.tasks import datasets as data
+    from tests.tasks.conftest import FIXTURES
 
     data.load_longbench("qasper", data_dir=str(FIXTURES / "longbench"))
     entry = next(e for e in provenance.data_identity() if e["path"].endswith("qasper.jsonl"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.demo import main as demo_main
-from harness.demo import demo_configs, generated_block, replace_generated_block, run_demo, tables_markdown
+from harness.demo.demos import demo_configs, generated_block, replace_generated_block, run_demo, tables_markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -17,10 +17,10 @@ import functools
 import numpy as np
 import pytest
 
-from harness.config import from_dict
-from harness.engine import Engine
-from harness.models import load_model, load_tokenizer
-from harness.resolve import build_method, resolve
+from harness.core.config import from_dict
+from harness.model.engine import Engine
+from harness.model.loading import load_model, load_tokenizer
+from harness.stages.resolve import build_method, resolve
 from harness.tasks._corpus import python_heldout_documents
 
 M, L, SEQS = 256, 1024, 12

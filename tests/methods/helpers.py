@@ -7,11 +7,11 @@ import types
 import torch
 from transformers import DynamicCache
 
-from harness import params as P
-from harness.engine import cache_argument
+from harness.core import params as P
 from harness.methods.base import METHODS
-from harness.methods.rope import rotate
-from harness.models import model_info
+from harness.methods.common.rope import rotate
+from harness.model.engine import cache_argument
+from harness.model.loading import model_info
 
 THETA, D = 100.0, 16  # small RoPE head for kernel-level tests
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)  # stands in for an attention module

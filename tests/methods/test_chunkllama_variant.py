@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from harness import params as P
-from harness.errors import ConfigError
-from harness.methods._dca_kernel import DcaKernel
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.chunkllama import ChunkLlamaParams
+from harness.methods.chunkllama.kernel import DcaKernel
 from tests.methods.helpers import MOD, Tables
 from tests.methods.test_dca import naive, qkv
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness import params as P
-from harness.errors import ConfigError
-from harness.methods._dca_kernel import DcaKernel
-from harness.methods._dca_positions import dca_sizes, inter_query_position, mscale, relative_distances
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
+from harness.methods.chunkllama.kernel import DcaKernel
+from harness.methods.chunkllama.positions import dca_sizes, inter_query_position, mscale, relative_distances
 from tests.methods.helpers import MOD, D, Tables, apply_method, cached_forwards
 
 

@@ -11,16 +11,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from harness import params as P
-from harness.engine import cache_argument
-from harness.errors import ConfigError
-from harness.methods import _dpe_probe as probe
-from harness.methods._dpe_positions import DpeKernel, dpe_relative, far_key_positions, far_query_positions
-from harness.methods._dpe_table import PRESETS, DpeTable, equal_groups, pair_scales, save_table, topk_masks
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.methods.dpe import DpeParams, resolve_setting
-from harness.methods.rope import rotate
-from harness.models import model_info
+from harness.methods.common.rope import rotate
+from harness.methods.dpe import DpeParams, probe, resolve_setting
+from harness.methods.dpe.positions import DpeKernel, dpe_relative, far_key_positions, far_query_positions
+from harness.methods.dpe.table import PRESETS, DpeTable, equal_groups, pair_scales, save_table, topk_masks
+from harness.model.engine import cache_argument
+from harness.model.loading import model_info
 
 THETA, D = 100.0, 8
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)

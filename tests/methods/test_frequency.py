@@ -10,15 +10,15 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from harness.engine import Engine, cache_argument
-from harness.methods._frequency import FactorParams
 from harness.methods.base import METHODS, Method
+from harness.methods.common.frequency import FactorParams
 from harness.methods.llama3 import Llama3Params
 from harness.methods.longrope import LongRopeParams
 from harness.methods.ntk import ntk_base
 from harness.methods.ntk_by_parts import NtkByPartsParams
 from harness.methods.yarn import YarnParams
-from harness.models import model_info
+from harness.model.engine import Engine, cache_argument
+from harness.model.loading import model_info
 from tests.tiny import model_config
 
 CFG = SimpleNamespace(seed=42, source="", max_pe=None)

@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from harness.methods._gali_kernels import IntegerTables, make_plan, rope_rotate, run_plan
-from harness.methods._gali_positions import positions
+from harness.methods.gali.kernel import IntegerTables, make_plan, rope_rotate, run_plan
+from harness.methods.gali.positions import positions
 
 D, H, HKV = 16, 4, 2
 INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
 
 
 def rot64(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE in float64, written independently of harness.methods.rope: x [..., n, d], pos [n]."""
+    """Rotate-half RoPE in float64, written independently of harness.methods.common.rope: x [..., n, d], pos [n]."""
     ang = pos.double()[:, None] * INV_FREQ[None, :]
     x1, x2 = x[..., : D // 2], x[..., D // 2:]
     return torch.cat([x1 * ang.cos() - x2 * ang.sin(), x2 * ang.cos() + x1 * ang.sin()], dim=-1)
@@ -137,7 +137,7 @@ def test_fractional_rope_mode():
 def test_rope_rotate_is_bit_identical_to_transformers(dtype):
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    from harness.methods._gali_kernels import half_tables
+    from harness.methods.gali.kernel import half_tables
 
     x = torch.randn(1, 2, 50, D, generator=torch.Generator().manual_seed(0)).to(dtype)
     pos = torch.arange(50)
@@ -161,7 +161,7 @@ def test_kernel_cached_group_tables_equal_general_plan():
     # the kernel's fast path (cached interpolated rows + integer-tail slices) against make_plan on the positions
     from types import SimpleNamespace
 
-    from harness.methods._gali_runtime import GaliKernel
+    from harness.methods.gali.runtime import GaliKernel
 
     kernel = GaliKernel(SimpleNamespace(inv_freq=INV_FREQ.float(), attention_scaling=1.0), 32, 4)
     for n_keys in [33, 34, 40, 57, 58, 64, 100, 101, 150, 200]:  # growing K: group sizes 2..7, cache regrowth
@@ -181,7 +181,7 @@ def test_decode_rotation_buffers_equal_full_rotation():
     # step bit for bit, and the one-frame plan (every key rotated at its GALI position) up to float rounding
     from types import SimpleNamespace
 
-    from harness.methods._gali_runtime import GaliKernel
+    from harness.methods.gali.runtime import GaliKernel
 
     tables = SimpleNamespace(inv_freq=INV_FREQ.float(), attention_scaling=1.0)
     stateful, stateless = GaliKernel(tables, 32, 4), GaliKernel(tables, 32, 4)
@@ -204,8 +204,8 @@ def test_decode_rotation_buffers_equal_full_rotation():
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_chunk_attention_equals_masked_sdpa(dtype, tol):
-    from harness.methods._gali_sdpa import _lower_right, chunk_attention
-    from harness.methods.rope import causal_sdpa
+    from harness.methods.common.rope import causal_sdpa
+    from harness.methods.gali.sdpa import _lower_right, chunk_attention
 
     for s, n_keys in [(1, 9), (9, 9), (2, 9), (7, 30), (29, 30)]:
         q, k, v = (t.to(dtype) for t in random_qkv(s, n_keys, s + n_keys, scale=1.0))
@@ -216,14 +216,14 @@ def test_chunk_attention_equals_masked_sdpa(dtype, tol):
 
 
 def test_chunk_attention_falls_back_when_a_backend_is_wrong(monkeypatch):
-    from harness.methods import _gali_sdpa
-    from harness.methods.rope import causal_sdpa
+    from harness.methods.common.rope import causal_sdpa
+    from harness.methods.gali import sdpa as gali_sdpa
 
     def broken(q, k, v, scale):
         return torch.zeros_like(q)
 
     broken.__name__ = "broken"
-    monkeypatch.setattr(_gali_sdpa, "_backend", lambda device: broken)
-    monkeypatch.setattr(_gali_sdpa, "_CHECKED", {})
+    monkeypatch.setattr(gali_sdpa, "_backend", lambda device: broken)
+    monkeypatch.setattr(gali_sdpa, "_CHECKED", {})
     q, k, v = random_qkv(5, 20, 3)
-    assert torch.equal(_gali_sdpa.chunk_attention(q, k, v, 0.25), causal_sdpa(q, k, v, 0.25))
+    assert torch.equal(gali_sdpa.chunk_attention(q, k, v, 0.25), causal_sdpa(q, k, v, 0.25))

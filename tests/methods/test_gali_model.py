@@ -8,13 +8,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness.engine import Engine, cache_argument
-from harness.errors import ConfigError
-from harness.methods._gali_positions import positions
-from harness.methods.attention import install_kernel
+from harness.core.errors import ConfigError
 from harness.methods.base import Method
+from harness.methods.common.hook import install_kernel
 from harness.methods.gali import Gali, GaliParams, validate_params
-from harness.models import model_info
+from harness.methods.gali.positions import positions
+from harness.model.engine import Engine, cache_argument
+from harness.model.loading import model_info
 from tests.methods.test_gali_attention import two_matrix_reference
 
 CFG = SimpleNamespace(seed=42, source="", max_pe=None)

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from harness.methods._gali_fused import add_noise_, factored_attention, noisy_attention
-from harness.methods._gali_kernels import NoiseSpec, make_plan, noise_for_block, run_plan
-from harness.methods._gali_noise import FACTOR_BLOCK, FactoredGaussian, NoiseStream
-from harness.methods._gali_positions import positions
-from harness.methods._gali_runtime import GaliKernel
-from harness.methods._gali_sdpa import chunk_attention
+from harness.methods.gali.fused import add_noise_, factored_attention, noisy_attention
+from harness.methods.gali.kernel import NoiseSpec, make_plan, noise_for_block, run_plan
+from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseStream
+from harness.methods.gali.positions import positions
+from harness.methods.gali.runtime import GaliKernel
+from harness.methods.gali.sdpa import chunk_attention
 from tests.methods.helpers import MOD, Tables
 from tests.methods.test_gali_attention import HKV, INV_FREQ, D, H, random_qkv, two_matrix_reference
 
@@ -217,7 +217,7 @@ def test_bf16_reference_noise_keeps_its_statistics():
 
 
 def test_factored_sampler_end_to_end_and_its_limits(tiny_model_dir):
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
     from harness.methods.gali import GaliParams, validate_params
     from tests.methods.test_gali_model import gali_engine, ids_of
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from harness.methods._gali_positions import (
+from harness.methods.gali.positions import (
     bf16_reference_weights,
     chunk_sizes,
     key_weights,
@@ -161,7 +161,7 @@ def test_bf16_reference_weights_small_positions_interpolate():
 
 @pytest.mark.parametrize("total,window,w", [(10, 16, 4), (37, 16, 4), (999, 64, 8), (7096, 4096, 128)])
 def test_positions_at_any_indices(total, window, w):
-    from harness.methods._gali_positions import positions_at
+    from harness.methods.gali.positions import positions_at
 
     idx = torch.tensor(sorted({0, 1, total // 3, total // 2, total - 2, total - 1}))
     assert torch.equal(positions_at(idx, total, window, w), positions(total, window, w)[idx])

@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness import params as P
-from harness.errors import ConfigError
-from harness.methods._infllm_kernel import InfLLMKernel, InfLLMSizes
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.infllm import InfLLMParams, infllm_sizes
+from harness.methods.infllm.kernel import InfLLMKernel, InfLLMSizes
 from tests.methods.helpers import MOD, D, Tables, apply_method, cached_forwards
 from tests.methods.test_streaming_llm import largest_intermediate, rand_qkv, rot, run_split
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness.errors import ConfigError
-from harness.methods import lse
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
+from harness.methods.common import lse
 from tests.methods.helpers import apply_method, cached_forwards
 
 METHODS_WITH_KERNEL = ("gali", "selfextend", "chunkllama", "string", "rerope", "dpe")

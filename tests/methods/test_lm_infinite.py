@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness import params as P
-from harness.errors import ConfigError
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.lm_infinite import LMInfiniteKernel, lm_infinite_relative
 from tests.methods.helpers import MOD, Tables, apply_method, cached_forwards

@@ -12,22 +12,22 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness.engine import cache_argument
-from harness.errors import ConfigError, HarnessError
-from harness.methods._frequency import FactorParams
+from harness.core.errors import ConfigError, HarnessError
 from harness.methods.base import METHODS
+from harness.methods.common.frequency import FactorParams
+from harness.methods.common.rope import rope_cos_sin
 from harness.methods.longrope import LongRopeParams
-from harness.methods.longrope_factors import (
+from harness.methods.longrope.factors import (
     ntk_by_parts_factors,
     ntk_factors,
     pi_factors,
     read_factors_file,
     write_factors_file,
 )
-from harness.methods.longrope_search import Genome, Search, SearchSettings
+from harness.methods.longrope.search import Genome, Search, SearchSettings
 from harness.methods.ntk_by_parts import NtkByPartsParams
-from harness.methods.rope import rope_cos_sin
-from harness.models import model_info
+from harness.model.engine import cache_argument
+from harness.model.loading import model_info
 from tests.tiny import model_config
 
 CFG = SimpleNamespace(seed=42, source="", max_pe=None)
@@ -202,8 +202,8 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_search_cli_writes_a_factors_file_a_config_uses(tiny_model_dir, tmp_path, capsys):
     from harness.cli.longrope_search import main
-    from harness.config import from_dict
-    from harness.resolve import build_method, resolve
+    from harness.core.config import from_dict
+    from harness.stages.resolve import build_method, resolve
     from tests.tiny import corpus
 
     text = corpus()
@@ -234,7 +234,7 @@ def test_search_cli_writes_a_factors_file_a_config_uses(tiny_model_dir, tmp_path
 def test_committed_lab_config_and_factors_resolve():
     from pathlib import Path
 
-    from harness.config import load_config
+    from harness.core.config import load_config
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs" / "longrope" / "lab-8x-longrope.toml")

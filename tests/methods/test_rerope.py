@@ -10,17 +10,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from harness import params as P
-from harness.engine import Engine, cache_argument
-from harness.errors import ConfigError
-from harness.methods._logn import logn_factors, scale_queries
-from harness.methods._lse_backend import lse_attention
-from harness.methods._positions_banded import Branches, banded_attention
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.methods.lse import attention_lse
+from harness.methods.common.banded import Branches, banded_attention
+from harness.methods.common.logn import logn_factors, scale_queries
+from harness.methods.common.lse import attention_lse
+from harness.methods.common.lse_backend import lse_attention
+from harness.methods.common.rope import rotate
 from harness.methods.rerope import ReRopeKernel, rerope_relative
-from harness.methods.rope import rotate
-from harness.models import model_info
+from harness.model.engine import Engine, cache_argument
+from harness.model.loading import model_info
 
 THETA, D = 100.0, 8
 

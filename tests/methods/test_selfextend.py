@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from harness import params as P
-from harness.errors import ConfigError
-from harness.methods._selfextend_kernel import SelfExtendKernel
-from harness.methods._selfextend_positions import (
+from harness.core import params as P
+from harness.core.errors import ConfigError
+from harness.methods.base import METHODS
+from harness.methods.selfextend.kernel import SelfExtendKernel
+from harness.methods.selfextend.positions import (
     TABLE10,
     group_shift,
     log_scale,
@@ -23,7 +24,6 @@ from harness.methods._selfextend_positions import (
     relative_distances,
     suggested_pair,
 )
-from harness.methods.base import METHODS
 from tests.methods.helpers import MOD, D, Tables, apply_method, cached_forwards
 
 

@@ -10,10 +10,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModelForCausalLM
 
-from harness import params as P
-from harness.errors import ConfigError
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.methods.rope import rotate_half
+from harness.methods.common.rope import rotate_half
 from harness.methods.streaming_llm import StreamingLLMKernel, streaming_relative
 from tests.methods.helpers import MOD, THETA, D, Tables, apply_method, cached_forwards
 

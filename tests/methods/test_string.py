@@ -10,11 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from harness import params as P
-from harness.engine import cache_argument
-from harness.errors import ConfigError
+from harness.core import params as P
+from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.methods.rope import rotate
+from harness.methods.common.rope import rotate
 from harness.methods.string_rope import (
     OFFICIAL_ATTENTION_FACTOR,
     StringKernel,
@@ -22,7 +21,8 @@ from harness.methods.string_rope import (
     string_offset,
     string_relative,
 )
-from harness.models import model_info
+from harness.model.engine import cache_argument
+from harness.model.loading import model_info
 
 THETA, D = 100.0, 8
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)

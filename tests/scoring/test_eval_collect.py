@@ -19,10 +19,10 @@ from PIL import Image
 
 from harness.cli.collect import main as collect_main
 from harness.cli.evaluate import main as eval_main
-from harness.collect import collect, comparison_table, merge_orders
-from harness.evaluate import evaluate_experiment
-from harness.plots import PLOTTERS, needle_grid, ppl_curve
-from harness.results import ExperimentDir, JsonlAppender, find_experiments
+from harness.core.results import ExperimentDir, JsonlAppender, find_experiments
+from harness.stages.collect import collect, comparison_table, merge_orders
+from harness.stages.evaluate import evaluate_experiment
+from harness.stages.plots import PLOTTERS, needle_grid, ppl_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

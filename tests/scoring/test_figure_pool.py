@@ -1,4 +1,4 @@
-"""harness.figure_pool: queued figures are drawn in worker processes with the same files and failures as serially."""
+"""harness.stages.figure_pool: figures drawn in worker processes give the same files and failures as serially."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import figure_pool
+from harness.stages import figure_pool
 
 
 def _save(fig, path: Path, sig: str) -> Path:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from harness.figures.bars import ZERO_MARK, draw_bars
-from harness.figures.curves import draw_ppl
-from harness.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length
-from harness.figures.style import OKABE_ITO
-from harness.plots import needle_grid, ppl_curve
+from harness.stages.figures.bars import ZERO_MARK, draw_bars
+from harness.stages.figures.curves import draw_ppl
+from harness.stages.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length
+from harness.stages.figures.style import OKABE_ITO
+from harness.stages.plots import needle_grid, ppl_curve
 
 WINDOW = {"original_window": 1024}
 

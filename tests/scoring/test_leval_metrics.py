@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from harness.scoring import leval_metrics as le
-from harness.scoring.leval_strict import (
+from harness.tasks.scoring import leval_metrics as le
+from harness.tasks.scoring.leval_strict import (
     process_math_strict,
     process_output_code_strict,
     process_output_judge_strict,

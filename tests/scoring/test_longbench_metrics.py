@@ -12,9 +12,9 @@ import warnings
 
 import pytest
 
-from harness.scoring import _rouge_v101
-from harness.scoring import longbench_metrics as lb
-from harness.scoring.longbench_strict import (
+from harness.tasks.scoring import _rouge_v101
+from harness.tasks.scoring import longbench_metrics as lb
+from harness.tasks.scoring.longbench_strict import (
     STRICT_DATASET2METRIC,
     classification_score_strict,
     code_sim_score_strict,

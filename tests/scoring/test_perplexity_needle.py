@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.scoring.needle import aggregate_needle, needle_passed, record_passed
-from harness.scoring.perplexity import aggregate_ppl, evaluation_lengths, reference_ppl_quirk
+from harness.tasks.scoring.needle import aggregate_needle, needle_passed, record_passed
+from harness.tasks.scoring.perplexity import aggregate_ppl, evaluation_lengths, reference_ppl_quirk
 
 LN2, LN4 = math.log(2.0), math.log(4.0)
 

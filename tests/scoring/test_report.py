@@ -8,9 +8,9 @@ import openpyxl
 import pytest
 
 from harness.cli.collect import main as collect_main
-from harness.evaluate import evaluate_experiment
-from harness.results import ExperimentDir
-from harness.summary import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION, speed_summary
+from harness.core.results import ExperimentDir
+from harness.stages.evaluate import evaluate_experiment
+from harness.stages.summary import RESULTS_SCHEMA, RESULTS_SCHEMA_VERSION, speed_summary
 from tests.scoring.test_eval_collect import build_results, needle_exp, sheet_rows
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli.collect import main as collect_main
-from harness.errors import ConfigError
-from harness.evaluate import evaluate_experiment
-from harness.results import ExperimentDir
-from harness.tracking import flat_metrics, flat_params, tracking_options
+from harness.core.errors import ConfigError
+from harness.core.results import ExperimentDir
+from harness.stages.evaluate import evaluate_experiment
+from harness.stages.tracking import flat_metrics, flat_params, tracking_options
 from tests.scoring.test_eval_collect import needle_exp
 
 

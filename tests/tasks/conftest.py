@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from harness.config import from_dict
-from harness.engine import Generation
-from harness.resolve import build_task, resolve
+from harness.core.config import from_dict
+from harness.model.engine import Generation
+from harness.stages.resolve import build_task, resolve
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 

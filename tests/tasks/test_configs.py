@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import from_dict, read_toml
-from harness.resolve import resolve
+from harness.core.config import from_dict, read_toml
+from harness.stages.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(p for d in ("longbench", "leval", "pg19") for p in (ROOT / d).glob("*.toml"))

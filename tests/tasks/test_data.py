@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import data
 from harness.cli.data import main as data_main
-from harness.errors import DataError
+from harness.core.errors import DataError
+from harness.tasks import datasets as data
 from tests.tasks.conftest import FIXTURES, make_task
 
 COMMIT = "0" * 40

@@ -9,7 +9,7 @@ import pytest
 
 from harness.cli.evaluate import main as eval_main
 from harness.cli.run import main as run_main
-from harness.results import ExperimentDir, iter_jsonl
+from harness.core.results import ExperimentDir, iter_jsonl
 from tests.tasks.conftest import FIXTURES
 
 CASES = {

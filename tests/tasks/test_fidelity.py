@@ -12,12 +12,12 @@ import pytest
 
 from harness.cli.evaluate import main as eval_main
 from harness.cli.run import main as run_main
-from harness.errors import ConfigError
-from harness.prompting import encode_prompt, longbench_family
-from harness.results import ExperimentDir, iter_jsonl
+from harness.core.errors import ConfigError
+from harness.core.results import ExperimentDir, iter_jsonl
 from harness.tasks._common import clean_up_spaces, middle_truncate, word_truncate
 from harness.tasks.leval import LEval, body, llama2_message
 from harness.tasks.longbench import longbench_max_length
+from harness.tasks.prompting import encode_prompt, longbench_family
 from tests.tasks.conftest import LLAMA2_NAME, LLAMA3_NAME, llama3_render, make_task, plain, rendered
 
 GSM_SYS = ("Given several question answer pairs, you need to follow a similar format to answer the last question. "
@@ -223,7 +223,7 @@ class EchoEngine:
         self.ids, self.text = tokenizer(text, add_special_tokens=False)["input_ids"], text
 
     def generate(self, ids, max_new_tokens, stop_ids=(), min_new_tokens=0):
-        from harness.engine import Generation
+        from harness.model.engine import Generation
 
         return Generation(list(self.ids), self.text, len(ids), 0.0, 0.0)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.prompting import REFERENCE_LLAMA3_SYSTEM, newline_token_id
+from harness.core.errors import ConfigError
 from harness.tasks._common import middle_truncate, table
 from harness.tasks.longbench import LONGBENCH_E, LONGBENCH_EN, LONGBENCH_ZH
+from harness.tasks.prompting import REFERENCE_LLAMA3_SYSTEM, newline_token_id
 from tests.tasks.conftest import (
     FIXTURES,
     LLAMA3_NAME,

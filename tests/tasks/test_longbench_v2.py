@@ -9,9 +9,9 @@ import pytest
 from harness.cli.collect import main as collect_main
 from harness.cli.evaluate import main as eval_main
 from harness.cli.run import main as run_main
-from harness.errors import ConfigError, DataError
-from harness.scoring.longbench_v2 import accuracy_table, extract_answer
+from harness.core.errors import ConfigError, DataError
 from harness.tasks.longbench_v2 import PROMPT_0SHOT, fill
+from harness.tasks.scoring.longbench_v2 import accuracy_table, extract_answer
 from tests.tasks.conftest import FIXTURES, FakeEngine, make_task, plain
 
 DATA = FIXTURES / "longbench_v2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.tasks.base import TASKS
 from harness.tasks.needle import GARBAGE, QUESTION, TASK_DESCRIPTION, garbage_chars, needle_line
 from tests.tasks.conftest import FakeEngine, make_task
@@ -140,7 +140,7 @@ def test_passkey_fitted_to_tokens(tok):
 
 
 def test_heatmap_ticks_show_measured_tokens():
-    from harness.plots import needle_tick_labels
+    from harness.stages.plots import needle_tick_labels
 
     doc = {"subsets": {"needle": {"tokens_by_length": {"1000": 998.5, "2000": None}}}}
     assert needle_tick_labels(doc, [1000.0, 2000.0]) == ["998", "2k"]

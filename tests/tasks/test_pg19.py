@@ -11,8 +11,8 @@ import torch
 
 from harness.cli.evaluate import main as eval_main
 from harness.cli.run import main as run_main
-from harness.errors import ConfigError, DataError
-from harness.results import ExperimentDir, iter_jsonl
+from harness.core.errors import ConfigError, DataError
+from harness.core.results import ExperimentDir, iter_jsonl
 from harness.tasks.pg19 import load_npz_nll
 from tests.tasks.conftest import FIXTURES, make_task
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.prompting import (
+from harness.core.errors import ConfigError
+from harness.tasks.prompting import (
     NO_WRAP_DATASETS,
     REFERENCE_LLAMA3_SYSTEM,
     encode_chat,

@@ -8,7 +8,7 @@ from random import Random
 
 import pytest
 
-from harness.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError
 from harness.tasks import _ruler_gen as G
 from harness.tasks._ruler_data import hotpotqa_set, load_qa, split_sentences, squad_set
 from harness.tasks._ruler_spec import NOISE, RULER_TASKS, SPECS
@@ -177,8 +177,8 @@ def test_chat_format_puts_the_answer_prefix_after_the_assistant_turn(tok3):
 @pytest.mark.parametrize("path", sorted(p for d in ("ruler", "longbench_v2") for p in
                                         (FIXTURES.parents[2] / "configs" / d).glob("*.toml")), ids=lambda p: p.stem)
 def test_example_configs_resolve(path):
-    from harness.config import from_dict, read_toml
-    from harness.resolve import resolve
+    from harness.core.config import from_dict, read_toml
+    from harness.stages.resolve import resolve
 
     cfg = resolve(from_dict(read_toml(path), source=str(path)), window=cfg_window(path), peek=False)
     assert cfg.task == path.parent.name and cfg.exp_name.endswith(cfg.method)

@@ -7,8 +7,8 @@ import json
 from harness.cli.collect import main as collect_main
 from harness.cli.evaluate import main as eval_main
 from harness.cli.run import main as run_main
-from harness.scoring import ruler as S
 from harness.tasks._ruler_spec import RULER_TASKS
+from harness.tasks.scoring import ruler as S
 from tests.tasks.conftest import FIXTURES, make_task
 
 
@@ -79,7 +79,7 @@ def test_run_eval_collect_offline(tmp_path, tiny_model_dir, capsys):
 
 
 def test_ruler_curve_figure(tmp_path):
-    from harness.plots import PLOTTERS
+    from harness.stages.plots import PLOTTERS
 
     docs = [{"exp_name": f"e-{m}", "model": "m", "method": m, "windows": {"original_window": 4096},
              "summary": {"by_length": {"4096": 90.0, "8192": v}, "threshold": 85.6}} for m, v in (("a", 50.0),

@@ -1,0 +1,1 @@
+"""Cluster: many-GPU launches on one node, SLURM sweeps, SLURM settings."""

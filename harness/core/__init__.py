@@ -1,0 +1,1 @@
+"""Core: configuration, typed parameters, registries, errors, results layout, provenance, seeding."""

@@ -1,0 +1,1 @@
+"""Demos: every method on a small model, offline."""

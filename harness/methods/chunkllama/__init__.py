@@ -1,0 +1,111 @@
+"""`chunkllama`: ChunkLlama / Dual Chunk Attention (An et al., 2024; docs/reference/methods.md §4).
+
+The sequence is cut into chunks of C = S − W tokens; every logit uses a relative distance ≤ S < M (intra-chunk:
+exact; previous chunk: query capped at S; older chunks: query at min(2C − 1, S)). Exact for inputs up to C tokens.
+Runs on CPU and GPU (no flash-attn needed). See docs/methods/selfextend_dca.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from harness.core.errors import ConfigError
+from harness.core.params import TOKENS, TOKENS0
+from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.chunkllama.kernel import DcaKernel
+from harness.methods.chunkllama.positions import dca_sizes
+from harness.methods.common.hook import RopeTables, install_kernel
+from harness.methods.common.lse import choose_kernel
+
+try:  # gali-check invariants (harness.stages.check is optional for the method itself)
+    import harness.methods.chunkllama.checks  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+
+@dataclass
+class ChunkLlamaParams:
+    """Chunk size S (default floor(3M/4)) and local window W (default floor(M/16)); chunk length C = S − W.
+
+    `mscale`: the YaRN-style factor c·ln(len/M) + 1 that ChunkLlama puts on q and k (logits × mscale²) when the
+    length exceeds M. "per_sample" (default): from the current sequence length, no state; "stateful": the
+    reference's behaviour — the factor follows the longest length seen so far in the run (never shrinks), cached
+    keys keep the factor of the step that wrote them; "off": no factor.
+
+    `mscale_variant`: which official ChunkLlama entry point gives c. "flash_decoding" (default, c = 0.1): its
+    `flash_decoding_chunkllama.py`, the one the GALI reference runs; "attn_replace" (c = 0.05): its
+    `chunkllama_attn_replace.py`, the one ChunkLlama's README uses (docs/methods/selfextend_dca.md).
+    """
+
+    chunk_size: int | None = field(default=None, metadata=TOKENS)
+    local_window: int | None = field(default=None, metadata=TOKENS0)
+    mscale: Literal["per_sample", "stateful", "off"] = "per_sample"
+    mscale_variant: Literal["flash_decoding", "attn_replace"] = "flash_decoding"
+    #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
+    kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
+
+
+MSCALE_COEF = {"flash_decoding": 0.1, "attn_replace": 0.05}  # c of c·ln(len/M) + 1 per ChunkLlama entry point
+
+
+def check_sizes(chunk_size: int, local_window: int, original_window: int | None) -> None:
+    """Raise ConfigError for S < 1, W < 0, W ≥ S or S ≥ M."""
+    if chunk_size < 1:
+        raise ConfigError("params.chunk_size", f"must be ≥ 1, got {chunk_size}", "omit it to use floor(3M/4)")
+    if local_window < 0:
+        raise ConfigError("params.local_window", f"must be ≥ 0, got {local_window}", "omit it to use floor(M/16)")
+    if local_window >= chunk_size:
+        raise ConfigError("params.local_window", f"local_window ({local_window}) must be below chunk_size "
+                          f"({chunk_size}): the chunk length C = chunk_size − local_window must be ≥ 1",
+                          "use local_window ≈ chunk_size / 12 (the defaults are 3M/4 and M/16)")
+    if original_window is not None and chunk_size >= original_window:
+        raise ConfigError("params.chunk_size", f"chunk_size S = {chunk_size} must be below the pre-trained window "
+                          f"M = {original_window} (distances reach S)",
+                          f"use S ≤ {original_window - 1}, e.g. {original_window * 3 // 4} (3M/4)")
+
+
+@METHODS.register
+class ChunkLlama(Method):
+    """Dual Chunk Attention: three position schemes per chunk pair, merged exactly by log-sum-exp, O(n) memory."""
+
+    name = "chunkllama"
+    aliases = ("repro_chunkllama",)
+    Params = ChunkLlamaParams
+    description = "ChunkLlama / Dual Chunk Attention: intra / successive / inter-chunk positions, all ≤ 3M/4"
+    equals_original_within_window = False  # exact only up to C = S − W tokens (11M/16 by default)
+
+    @classmethod
+    def validate(cls, params: ChunkLlamaParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]
+        if window is None:
+            if params.chunk_size is not None and params.local_window is not None:
+                check_sizes(params.chunk_size, params.local_window, None)
+            return
+        check_sizes(*dca_sizes(window, params.chunk_size, params.local_window)[:2], window)
+
+    @classmethod
+    def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
+        S, W, _ = dca_sizes(window)
+        return {"chunk_size": S, "local_window": W}
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        S, W, C = dca_sizes(info.original_window, self.params.chunk_size, self.params.local_window)
+        check_sizes(S, W, info.original_window)
+        self.params.chunk_size, self.params.local_window = S, W
+        self.kernel = DcaKernel(RopeTables(model), info.original_window, S, C, self.params.mscale,
+                                max_cache_len=self.cfg.max_pe, mscale_coef=MSCALE_COEF[self.params.mscale_variant])
+        install_kernel(model, choose_kernel(model, self.kernel, self.params.kernel))
+
+    def exact_length(self, info: ModelInfo) -> int | None:
+        """Up to C = S − W tokens everything is one chunk (and mscale is 1 inside the window): plain RoPE."""
+        kernel = getattr(self, "kernel", None)
+        return min(kernel.chunk_len, info.original_window) if kernel is not None else None
+
+    def start_example(self, seed: int) -> None:
+        """A new sequence: drop the decode-time rotated-key buffers."""
+        kernel = getattr(self, "kernel", None)
+        if kernel is not None:
+            kernel.buffers.reset()

@@ -1,0 +1,17 @@
+"""`original`: the unmodified model (the baseline every method is compared against)."""
+
+from __future__ import annotations
+
+from harness.methods.base import METHODS, Method
+from harness.methods.common.frequency import FREQUENCY_FAMILIES
+
+
+@METHODS.register
+class Original(Method):
+    """The model as loaded: its own RoPE, standard causal attention."""
+
+    name = "original"
+    aliases = ("repro_original",)
+    description = "unmodified model"
+    equals_original_within_window = True
+    families = FREQUENCY_FAMILIES

@@ -1,0 +1,1 @@
+"""Stages: resolve, run, evaluate, collect, check — each reads the previous stage's files."""

@@ -1,0 +1,1 @@
+"""Figure drawing for gali-collect (see harness.stages.plots for the files they are saved to)."""
