@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import params as P
+from harness.core.config import from_dict, parse_overrides, read_toml, set_dotted
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.results import ExperimentDir
 
 #: the sbatch template that runs one (config, shard) per array task
 SWEEP_SCRIPT = "scripts/slurm/sweep.sbatch"
@@ -153,13 +155,10 @@ def render(cmd: list[str]) -> str:
 
 def experiment_dir(cfg_path: str, overrides: list[str] | None = None) -> Path:
     """<results_dir>/<exp_name> of a config with overrides, without resolving the method or touching the model."""
-    from harness.core.config import from_dict, parse_overrides, read_toml, set_dotted
-
     data = read_toml(cfg_path)
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     cfg = from_dict(data, source=str(cfg_path), exp_name_default=Path(cfg_path).stem)
-    from harness.core.results import ExperimentDir
 
     return ExperimentDir(cfg.results_dir, cfg.exp_name).path
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.core.registry import Registry
+from harness.model.info import ModelInfo
 
 if TYPE_CHECKING:
     import torch
@@ -17,20 +18,6 @@ if TYPE_CHECKING:
 @dataclass
 class NoParams:
     """A method without parameters."""
-
-
-@dataclass
-class ModelInfo:
-    """Facts about the loaded model that methods need (filled by harness.model.loading)."""
-
-    model_type: str
-    original_window: int  # M: the pre-trained window (after `ori_max_position_embeddings`)
-    head_dim: int
-    rope_theta: float
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    rope_type: str = "default"
 
 
 class Method:

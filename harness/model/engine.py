@@ -11,14 +11,25 @@ import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
 from transformers import DynamicCache
 
-from harness.methods.base import Method
-
 LOGIT_BLOCK = 1024  # positions per LM-head block in token_nll
+
+
+class PrefillPolicy(Protocol):
+    """What the engine needs from a method (harness.methods.base.Method provides it): how to split a prompt of
+    `n_tokens` into forward calls, and a per-example seed hook."""
+
+    def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]: ...
+
+    def start_example(self, seed: int) -> None: ...
+
+
+M = TypeVar("M", bound=PrefillPolicy)
 
 
 def cache_argument(module: torch.nn.Module) -> str:
@@ -68,10 +79,13 @@ class Generation:
                 "prefill_s": round(self.prefill_s, 4), "decode_tok_s": round(tps, 2) if tps else None}
 
 
-class Engine:
-    """Runs a (method-modified) causal LM: greedy generation and token log-probabilities."""
+class Engine(Generic[M]):
+    """Runs a (method-modified) causal LM: greedy generation and token log-probabilities.
 
-    def __init__(self, model: torch.nn.Module, tokenizer, method: Method, device: str):
+    `method` is the method applied to `model` (typed by the caller: `Engine(model, tok, method)` is an
+    `Engine[Gali]` for a Gali method); the engine itself only asks it for prefill chunks."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, method: M, device: str):
         self.model = model
         self.tokenizer = tokenizer
         self.method = method

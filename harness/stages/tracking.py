@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core import params as P
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.results import write_json
+from harness.stages.plots import file_stem, ppl_curve
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,6 @@ class TrackingOptions:
 
 def tracking_options(table: dict[str, Any] | None, source: str = "<config>") -> TrackingOptions | None:
     """Validated options of a `[tracking]` table (None when the table is empty or absent)."""
-    from harness.core import params as P
-
     if not table:
         return None
     try:
@@ -101,8 +102,6 @@ def flat_metrics(scores: dict[str, Any]) -> dict[str, float]:
         if num(value) is not None:
             out[f"speed/{key}"] = num(value)  # type: ignore[assignment]
     if scores.get("task") == "pg19":
-        from harness.stages.plots import ppl_curve
-
         for subset, metrics in (scores.get("subsets") or {}).items():
             for length, ppl in ppl_curve(metrics.get("ppl") or {}):
                 out[f"ppl_at_{length}/{subset}"] = ppl
@@ -150,7 +149,6 @@ def track_experiment(exp: Any, scores: dict[str, Any], figures: list[Path]) -> s
     run_id = state.get("run_id") if state.get("backend") == opts.backend else None
     logger = _log_mlflow if opts.backend == "mlflow" else _log_wandb
     run_id = logger(opts, exp, run_id, flat_params(config), flat_metrics(scores), figures)
-    from harness.core.results import write_json
 
     write_json(state_path, {"backend": opts.backend, "project": opts.project, "run_id": run_id})
     log.info("%s: logged to %s (project %s, run %s)", exp.name, opts.backend, opts.project, run_id)
@@ -159,8 +157,6 @@ def track_experiment(exp: Any, scores: dict[str, Any], figures: list[Path]) -> s
 
 def figures_of(doc: dict[str, Any], figures: list[Path]) -> list[Path]:
     """The collected figures that show this experiment: its own needle heatmap, and its model's figures."""
-    from harness.stages.plots import file_stem
-
     exp_stem = file_stem(str(doc.get("exp_name")))
     model_stem = file_stem(str(doc.get("model")))
     task = str(doc.get("task"))
