@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.task != "pg19":
         raise HarnessError(f"{args.cfg}: task is '{cfg.task}'. Fix: give a pg19 config (it names the text source)")
     target = args.target_length or cfg.max_pe - 2
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg, plan.model_config)
     model, info, device = load_model(cfg, plan.model_config, plan.device, plan.dtype)
     window, dim = info.original_window, rotary_dim(model.config)
     scale = target / window

@@ -206,9 +206,12 @@ def model_info(model_config: PretrainedConfig) -> ModelInfo:
     )
 
 
-def load_tokenizer(cfg: ExperimentConfig) -> Any:
-    """Load the tokenizer (from `tokenizer` if set, else from `model`)."""
+def load_tokenizer(cfg: ExperimentConfig, model_config: PretrainedConfig | None = None) -> Any:
+    """Load the tokenizer (from `tokenizer` if set, else from `model`, then with the model's config when given, so
+    transformers does not read it again to pick the tokenizer class)."""
     location, kw = _source(cfg, cfg.tokenizer)
+    if model_config is not None and not cfg.tokenizer and "gguf_file" not in kw:
+        kw["config"] = model_config
     try:
         tok = AutoTokenizer.from_pretrained(location, **kw)
     except Exception as exc:

@@ -63,7 +63,7 @@ def dry_run(plan: RunPlan, shard: tuple[int, int]) -> str:
     key = (cfg.model, cfg.tokenizer, cfg.revision, cfg.gguf_file)
     if key not in _TOKENIZERS:  # a matrix dry-run loads each tokenizer once
         try:
-            _TOKENIZERS[key] = load_tokenizer(cfg)
+            _TOKENIZERS[key] = load_tokenizer(cfg, plan.model_config)
         except Exception as exc:
             log.warning("tokenizer unavailable (%s): token lengths omitted", str(exc).splitlines()[0])
             _TOKENIZERS[key] = None

@@ -264,7 +264,7 @@ def run_experiment(plan: RunPlan, overwrite: bool = False, shard: tuple[int, int
     cfg = plan.cfg
     exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
     device = check_runtime(cfg)
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg, plan.model_config)
     task = plan.build_task(tokenizer)
     selected, sources = select_work(task, cfg, shard)
     prepare_parent(exp)
