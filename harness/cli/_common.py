@@ -130,7 +130,7 @@ def _shard_from_env(env: Mapping[str, str]) -> tuple[int, int]:
     """The shard implied by GALI_SHARDS / the SLURM array variables (see parse_shard)."""
     override = env.get("GALI_SHARDS", "").strip()
     tid = _env_int(env, "SLURM_ARRAY_TASK_ID")
-    first = _env_int(env, "SLURM_ARRAY_TASK_MIN", 0)
+    first = _env_int(env, "SLURM_ARRAY_TASK_MIN") or 0
     if override:
         if "/" in override:
             return _parse_shard_text(override, "GALI_SHARDS")

@@ -35,6 +35,7 @@ from harness.methods.longrope.search import Genome, Search, SearchSettings
 from harness.model.engine import Engine
 from harness.model.loading import load_model, load_tokenizer
 from harness.stages.resolve import RunPlan, plan_experiment
+from harness.tasks.pg19 import PG19
 from harness.tasks.scoring.perplexity import aggregate_ppl
 
 
@@ -76,6 +77,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _documents(plan: RunPlan, tokenizer: Any, target: int, search: int, heldout: int) -> tuple[list, list]:
     """Token lists (target + 1 tokens) of the held-out and search documents (only documents long enough)."""
     task = plan.build_task(tokenizer)
+    assert isinstance(task, PG19), "checked by run(): the config's task is pg19"
     held, found = [], []
     for example in task.examples(task.subsets()[0]):
         ids = task.tokens(example)
@@ -102,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = plan.cfg
     if cfg.task != "pg19":
         raise HarnessError(f"{args.cfg}: task is '{cfg.task}'. Fix: give a pg19 config (it names the text source)")
-    target = args.target_length or cfg.max_pe - 2
+    if not args.target_length and not cfg.max_pe:
+        raise HarnessError(f"{args.cfg}: no target length. Fix: set max_pe in the config or pass --target-length")
+    target = args.target_length or (cfg.max_pe or 0) - 2
     tokenizer = load_tokenizer(cfg, plan.model_config)
     model, info, device = load_model(cfg, plan.model_config, plan.device, plan.dtype)
     window, dim = info.original_window, rotary_dim(model.config)

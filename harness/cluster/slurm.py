@@ -61,11 +61,12 @@ def time_minutes(value: int | str, key: str = "slurm.time") -> int:
     m = _TIME_RE.match(value.strip())
     if not m:
         raise ConfigError(key, f"cannot read time {value!r}", "use minutes (240), 'HH:MM:SS' or 'D-HH:MM:SS'")
-    d, a, b, c = (int(x) if x else None for x in m.group("d", "a", "b", "c"))
+    d, b, c = (int(x) if x else None for x in m.group("d", "b", "c"))
+    a = int(m.group("a"))  # the one number every format has
     if d is not None:  # D-HH[:MM[:SS]]
         total = d * 1440 + a * 60 + (b or 0) + (1 if c else 0)
-    elif c is not None:  # HH:MM:SS
-        total = a * 60 + b + (1 if c else 0)  # type: ignore[operator]
+    elif c is not None and b is not None:  # HH:MM:SS
+        total = a * 60 + b + (1 if c else 0)
     elif b is not None:  # MM:SS
         total = a + (1 if b else 0)
     else:

@@ -209,9 +209,9 @@ def submit(sweep: Sweep, kind: str = "slurm") -> list[Any]:
     return jobs
 
 
-def wait(jobs: list[Any], tasks: list[SweepTask]) -> list[tuple[SweepTask, dict[str, Any] | None, str | None]]:
-    """Block until every job ends; (task, result, error) per job."""
-    out = []
+def wait(jobs: list[Any], tasks: list[SweepTask]) -> list[tuple[SweepTask, Any, str | None]]:
+    """Block until every job ends; (task, result, error) per job: the job's result dict, or None and the error."""
+    out: list[tuple[SweepTask, Any, str | None]] = []
     for job, task in zip(jobs, tasks):
         try:
             out.append((task, job.result(), None))

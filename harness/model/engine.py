@@ -11,7 +11,7 @@ import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -47,10 +47,16 @@ def _cache_argument(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
+def part(model: torch.nn.Module, name: str) -> Any:
+    """A named part of a transformers causal LM: `model` (the decoder stack), `lm_head`, `config`."""
+    return getattr(model, name)
+
+
 def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
     """Last hidden states of the base model on `ids` [1, n], appending to (and attending over) `cache`."""
-    kwargs = {cache_argument(model.model): cache}
-    return model.model(input_ids=ids, use_cache=True, **kwargs).last_hidden_state
+    base = part(model, "model")  # the decoder stack under the LM head
+    kwargs = {cache_argument(base): cache}
+    return base(input_ids=ids, use_cache=True, **kwargs).last_hidden_state
 
 
 @dataclass
@@ -93,11 +99,11 @@ class Engine(Generic[M]):
 
     @property
     def input_device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return part(self.model, "get_input_embeddings")().weight.device
 
     def new_cache(self) -> DynamicCache:
         """An empty KV cache for this model."""
-        return DynamicCache(config=self.model.config)
+        return DynamicCache(config=part(self.model, "config"))
 
     def _hidden(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         return forward_hidden(self.model, ids, cache)
@@ -114,7 +120,7 @@ class Engine(Generic[M]):
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits, with the family's final soft-capping where it has one (Gemma 2: cap·tanh(x / cap))."""
-        logits = self.model.lm_head(hidden).float()
+        logits = part(self.model, "lm_head")(hidden).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
@@ -229,12 +230,9 @@ def load_model(cfg: ExperimentConfig, model_config: PretrainedConfig | None = No
     dtype = dtype or resolve_dtype(cfg.dtype, device)
     model_config = model_config or load_model_config(cfg)
     if cfg.attn_implementation == "flash_attention_2":
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("flash_attn") is None:
             raise ConfigError("attn_implementation", "flash_attention_2 needs the flash-attn package",
-                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"",
-                              cfg.source) from None
+                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"", cfg.source)
     location, kw = _source(cfg)
     attn = cfg.attn_implementation
     if attn == "sdpa" and model_config.model_type in EAGER_ONLY:
@@ -244,13 +242,14 @@ def load_model(cfg: ExperimentConfig, model_config: PretrainedConfig | None = No
     if cfg.device_map:
         kw["device_map"] = cfg.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, **kw)
+        loaded = AutoModelForCausalLM.from_pretrained(location, **kw)
     except Exception as exc:
         raise _load_error(cfg, "model", exc) from None
+    model = cast(torch.nn.Module, loaded)
     if not cfg.device_map:
         model.to(device)
     model.eval()
-    info = model_info(model.config)
+    info = model_info(loaded.config)
     log.info("loaded %s (%s, %d layers, window %d) on %s as %s", cfg.model, info.model_type, info.num_layers,
              info.original_window, device, dtype)
     return model, info, device

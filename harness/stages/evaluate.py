@@ -84,7 +84,7 @@ def score_length_subsets(task: Task, subset: str, records: list[dict[str, Any]],
         if not threshold:
             continue
         chosen = [r for r in records if isinstance(r.get("prompt_len"), (int, float)) and r["prompt_len"] >= threshold]
-        metrics = task.score(subset, chosen) if chosen else {"score": None}
+        metrics: dict[str, Any] = task.score(subset, chosen) if chosen else {"score": None}
         metrics.update(threshold=threshold, n_scored=len(chosen), n_of=len(records))
         out[key] = metrics
     return out

@@ -146,7 +146,7 @@ def _suggest_params(cfg: ExperimentConfig, window: int | None) -> None:
 class ModelConfigs:
     """Each model's config read once per command (a matrix has many cells per model)."""
     def __init__(self, access: ModelAccess) -> None:
-        self.access = access
+        self.access: ModelAccess = access
         self._seen: dict[tuple, PretrainedConfig | None] = {}
 
     def get(self, cfg: ExperimentConfig) -> PretrainedConfig | None:
@@ -162,15 +162,18 @@ def expand(data: dict[str, Any], source: str, base_name: str, axes: Axes, sugges
     models = models or ModelConfigs("peek")
     data = copy.deepcopy(data)
     file_axes, scoped_tables = _matrix_table(data, source)
-    lists = {a: getattr(axes, a) if getattr(axes, a) is not None else file_axes.get(a) for a in AXES}
-    varying = [a for a in AXES if lists[a] is not None]
+    given = {a: getattr(axes, a) if getattr(axes, a) is not None else file_axes.get(a) for a in AXES}
+    varying = [a for a in AXES if given[a] is not None]
+    lists: dict[str, list[Any]] = {}
     for a in AXES:
-        if lists[a] is None:
+        values = given[a]
+        if values is None:
             if a in ("model", "task", "method") and a not in data:
                 raise HarnessError(f"{source}: the matrix needs a {a}. Fix: pass --{a} NAME (or set {a} in the "
                                    "config)")
-            lists[a] = [data.get(a)]
-    scopes = [(_canonical(s), "table", t) for s, t in scoped_tables.items()]
+            values = [data.get(a)]
+        lists[a] = values
+    scopes: list[tuple[str, str, Any]] = [(_canonical(s), "table", t) for s, t in scoped_tables.items()]
     scopes += [(_canonical(s), "items", items) for s, items in axes.scoped.items()]
     names_in_matrix = {_canonical(str(v)) for a in ("task", "method") for v in lists[a]}
     for scope, _, _ in scopes:

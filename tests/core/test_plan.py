@@ -55,7 +55,8 @@ def test_gali_run_and_its_dry_run_resolve_once(tmp_path, tiny_model_dir, monkeyp
     path = needle_toml(tmp_path, tiny_model_dir, tmp_path / "res", times=1, depths=1)
     count = Counting(monkeypatch)
     assert run_main(["--cfg", str(path), "--dry-run", "-q"]) == 0
-    assert (count.reads, count.resolutions) == (1, 1) and "# window M = 64 (llama model config)" in capsys.readouterr().out
+    assert (count.reads, count.resolutions) == (1, 1)
+    assert "# window M = 64 (llama model config)" in capsys.readouterr().out
     assert run_main(["--cfg", str(path), "-q"]) == 0
     assert (count.reads, count.resolutions) == (2, 2)  # one more command: one more of each
 
