@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.provenance import now
-from harness.core.results import write_json
+from harness.core.results import ExperimentDir, write_json
 
 RESULTS_SCHEMA = "gali-harness/results"
 RESULTS_SCHEMA_VERSION = 1
@@ -51,7 +51,7 @@ def _json(path: Path) -> Any:
         return None
 
 
-def results_document(exp: Any, scores: dict[str, Any]) -> dict[str, Any]:
+def results_document(exp: ExperimentDir, scores: dict[str, Any]) -> dict[str, Any]:
     """The `results.json` document of an experiment from its scores document and the files beside it."""
     provenance = _json(exp.provenance_path)
     shards = {p.name: _json(p) for p in sorted(exp.path.glob("provenance.shard-*.json"))}
@@ -78,7 +78,7 @@ def results_document(exp: Any, scores: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_results_json(exp: Any, scores: dict[str, Any]) -> Path:
+def write_results_json(exp: ExperimentDir, scores: dict[str, Any]) -> Path:
     """Write `<exp>/results.json` (atomically)."""
     path = exp.path / "results.json"
     write_json(path, results_document(exp, scores))

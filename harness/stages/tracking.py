@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.core import params as P
 from harness.core.errors import ConfigError, HarnessError
-from harness.core.results import write_json
+from harness.core.results import ExperimentDir, write_json
 from harness.stages.plots import file_stem, ppl_curve
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def flat_metrics(scores: dict[str, Any]) -> dict[str, float]:
     return {k.replace(" ", "_"): v for k, v in out.items()}
 
 
-def _log_mlflow(opts: TrackingOptions, exp: Any, run_id: str | None, params: dict[str, Any],
+def _log_mlflow(opts: TrackingOptions, exp: ExperimentDir, run_id: str | None, params: dict[str, Any],
                 metrics: dict[str, float], figures: list[Path]) -> str:
     mlflow = _module("mlflow")
     if opts.uri is None:  # the local file store (MLflow >= 3.x asks for this opt-in; it needs no database)
@@ -123,7 +123,7 @@ def _log_mlflow(opts: TrackingOptions, exp: Any, run_id: str | None, params: dic
         return run.info.run_id
 
 
-def _log_wandb(opts: TrackingOptions, exp: Any, run_id: str | None, params: dict[str, Any],
+def _log_wandb(opts: TrackingOptions, exp: ExperimentDir, run_id: str | None, params: dict[str, Any],
                metrics: dict[str, float], figures: list[Path]) -> str:
     wandb = _module("wandb")
     run = wandb.init(project=opts.project, name=exp.name, id=run_id, resume="allow", mode=opts.mode,
@@ -135,7 +135,7 @@ def _log_wandb(opts: TrackingOptions, exp: Any, run_id: str | None, params: dict
     return run.id
 
 
-def track_experiment(exp: Any, scores: dict[str, Any], figures: list[Path]) -> str | None:
+def track_experiment(exp: ExperimentDir, scores: dict[str, Any], figures: list[Path]) -> str | None:
     """Log one experiment if its config has a `[tracking]` table; returns the run id (None: not tracked)."""
     config = exp.read_config()
     opts = tracking_options(config.get("tracking"), str(exp.config_path))
