@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
+from transformers import PreTrainedConfig
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import domain
 from harness.methods.base import Method, ModelInfo
@@ -24,7 +27,20 @@ class FactorParams:
     factor: float | None = field(default=None, metadata=domain(ge=1.0, le=2.0**20, why="a context scaling factor"))
 
 
-def resolve_factor(params: FactorParams, cfg: Any, window: int | None) -> float | None:
+@dataclass
+class RampParams(FactorParams):
+    """YaRN's ramp bounds (beta_fast 32, beta_slow 1, as in the YaRN paper and transformers): dimensions with more
+    than beta_fast rotations over the window M keep their frequency, those with fewer than beta_slow are divided by s,
+    a linear ramp in between."""
+
+    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6))
+    beta_slow: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
+
+
+FP = TypeVar("FP", bound=FactorParams)
+
+
+def resolve_factor(params: FactorParams, cfg: ExperimentConfig, window: int | None) -> float | None:
     """The scaling factor: explicit, else max_pe / M when both are known."""
     if params.factor is not None:
         return params.factor
@@ -50,12 +66,26 @@ def rotary_dim(config: Any) -> int:
     return int(head_dim * float(global_rope(config).get("partial_rotary_factor", 1.0)))
 
 
+def model_config(model: torch.nn.Module) -> PreTrainedConfig:
+    """The Hugging Face config of a loaded model."""
+    config = model.config
+    assert isinstance(config, PreTrainedConfig), f"{type(model).__name__} has no Hugging Face config"
+    return config
+
+
+def rotary_embedding(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's shared rotary embedding module `model.model.rotary_emb` (the layout harness.model.loading checks)."""
+    return model.get_submodule("model.rotary_emb")
+
+
 def rotary_inv_freqs(model: torch.nn.Module) -> dict[str | None, torch.Tensor]:
     """inv_freq per layer type (key None for single-rope families) of the model's rotary embedding."""
-    rotary = model.model.rotary_emb
+    rotary = rotary_embedding(model)
     if hasattr(rotary, "inv_freq"):
-        return {None: rotary.inv_freq}
-    return {t: getattr(rotary, f"{t}_inv_freq") for t in rotary.layer_types}
+        return {None: rotary.get_buffer("inv_freq")}
+    layer_types = rotary.layer_types
+    assert isinstance(layer_types, (list, tuple)), "a rotary module without inv_freq keeps one per layer type"
+    return {str(t): rotary.get_buffer(f"{t}_inv_freq") for t in layer_types}
 
 
 def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
@@ -63,32 +93,41 @@ def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
 
     Per-layer-type ropes (Gemma 3) change only for the global layers; other keys (partial_rotary_factor) are kept.
     """
-    config = model.config
-    rope = dict(config.rope_parameters or {})
+    config = model_config(model)
+    rope: dict[str, Any] = dict(config.rope_parameters or {})
     if is_per_layer_type(rope):
         rope["full_attention"] = {**rope["full_attention"], **changes}
     else:
         rope.update(changes)
     config.rope_parameters = rope
-    old = model.model.rotary_emb
+    old = rotary_embedding(model)
     device = next(iter(old.buffers())).device
-    model.model.rotary_emb = type(old)(config=config).to(device)
+    model.get_submodule("model").rotary_emb = type(old)(config=config).to(device)
 
 
-class FrequencyMethod(Method):
-    """Base for linear / NTK / dynamic NTK / YaRN: a factor s > 0 (s >= 1 recommended)."""
+class FrequencyMethod(Method[FP]):
+    """Base for the methods that only set transformers' rope parameters: a factor s ≥ 1 (explicit or max_pe / M).
 
-    Params = FactorParams
+    A subclass returns its rope parameters from `rope_parameters` (one rope type each, as in transformers'
+    `modeling_rope_utils`); `ordered` names two fields whose values must increase strictly (low, high).
+    """
+
     top_level_factor = True
     families = FREQUENCY_FAMILIES
+    ordered: ClassVar[tuple[str, str] | None] = None
 
     @classmethod
-    def validate(cls, params: FactorParams, cfg: Any, window: int | None) -> None:
-        if params.factor is not None and params.factor <= 0:
-            raise ConfigError("params.factor", f"must be positive, got {params.factor}", "use e.g. factor = 4.0")
+    def validate(cls, params: FP, cfg: ExperimentConfig, window: int | None) -> None:
         if params.factor is None and not cfg.max_pe:
             raise ConfigError("params.factor", f"method '{cls.name}' needs a scaling factor",
                               "set factor (top level or in [params]) or max_pe so that factor = max_pe / window")
+        if cls.ordered is not None:
+            low, high = cls.ordered
+            lo, hi = getattr(params, low), getattr(params, high)
+            if not lo < hi:
+                defaults = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+                raise ConfigError(f"params.{high}", f"{high} ({hi}) must exceed {low} ({lo})",
+                                  f"keep the defaults {low} = {defaults[low]} and {high} = {defaults[high]}")
 
     @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
@@ -100,3 +139,13 @@ class FrequencyMethod(Method):
         if s is None:  # validate() guarantees one of the two
             raise ConfigError("params.factor", "no factor", "set factor")
         return s
+
+    def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
+        """The rope parameters this method sets (`rope_type` and its keys); {} keeps the model's own."""
+        return {}
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        changes = self.rope_parameters(model, info)
+        if changes:
+            set_rope_parameters(model, **changes)
