@@ -57,7 +57,6 @@ class Method(Generic[P]):
     aliases: ClassVar[tuple[str, ...]] = ()
     #: the Params dataclass (set from the type argument; `build` checks each field's type and declared domain)
     Params: ClassVar[type] = NoParams
-    description: ClassVar[str] = ""
     #: `factor` may be given at the top level of the TOML (reference behaviour) instead of in [params]
     top_level_factor: ClassVar[bool] = False
     #: True when the method must reproduce `original` exactly for prompts within the pre-trained window

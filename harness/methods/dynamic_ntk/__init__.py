@@ -26,7 +26,6 @@ class DynamicNTK(FrequencyMethod[FactorParams]):
 
     name = "dynamic_ntk"
     aliases = ("repro_dynamic_ntk", "dynamic")
-    description = "dynamic NTK: base grows with the current length beyond M"
     equals_original_within_window = True
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -138,13 +139,11 @@ def make_kernel(tables: RopeTables, window: int, params: GaliParams, seed: int =
 
 
 @METHODS.register
-class Gali(Method):
+class Gali(Method[GaliParams]):
     """GALI on full-depth Llama / Mistral / Qwen2 (GQA included; rope type default or llama3)."""
 
     name = "gali"
     aliases = ("dpi",)
-    Params = GaliParams
-    description = "GALI: greedy position construction + attention-logit interpolation"
     equals_original_within_window = True
 
     def __init__(self, params: GaliParams, cfg: Any):
@@ -154,7 +153,7 @@ class Gali(Method):
         self._seed = 42 if seed is None else int(seed)
 
     @classmethod
-    def validate(cls, params: GaliParams, cfg: Any, window: int | None) -> None:
+    def validate(cls, params: GaliParams, cfg: ExperimentConfig, window: int | None) -> None:
         validate_params(params, window)
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:

@@ -16,7 +16,6 @@ class Linear(FrequencyMethod[FactorParams]):
 
     name = "linear"
     aliases = ("pi", "repro_linear")
-    description = "position interpolation: inv_freq / s"
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return {"rope_type": "linear", "factor": self.factor(info)}

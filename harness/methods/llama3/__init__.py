@@ -30,7 +30,6 @@ class Llama3Rope(FrequencyMethod[Llama3Params]):
 
     name = "llama3"
     aliases = ("llama3_rope", "llama31")
-    description = "Llama-3.1 rope: high frequencies kept, low ones / s, smooth blend between"
     ordered = ("low_freq_factor", "high_freq_factor")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:

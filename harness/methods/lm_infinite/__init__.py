@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -74,22 +75,14 @@ def _sizes(params: LMInfiniteParams, window: int) -> tuple[int, int]:
 
 
 @METHODS.register
-class LMInfinite(Method):
+class LMInfinite(Method[LMInfiniteParams]):
     """LM-Infinite: Λ-shaped mask (starting tokens + local window) and a distance cap."""
 
     name = "lm_infinite"
     aliases = ("lminfinite",)
-    Params = LMInfiniteParams
-    description = "LM-Infinite: Λ-shaped mask (n_global + n_local) and distance cap"
 
     @classmethod
-    def validate(cls, params: LMInfiniteParams, cfg: Any, window: int | None) -> None:
-        if params.n_global < 0:
-            raise ConfigError("params.n_global", f"must be >= 0, got {params.n_global}", "use 10 (official)")
-        for key in ("n_local", "limit_distance"):
-            value = getattr(params, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"params.{key}", f"must be >= 1, got {value}", "leave it out for the model's window")
+    def validate(cls, params: LMInfiniteParams, cfg: ExperimentConfig, window: int | None) -> None:
         if window:
             n_local, limit = _sizes(params, window)
             if n_local > window:

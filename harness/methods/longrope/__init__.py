@@ -109,7 +109,6 @@ class LongRope(FrequencyMethod[LongRopeParams]):
 
     name = "longrope"
     aliases = ("long_rope",)
-    description = "LongRoPE: searched per-frequency rescale factors (+ n̂ initial tokens kept)"
 
     @classmethod
     def validate(cls, params: LongRopeParams, cfg: ExperimentConfig, window: int | None) -> None:

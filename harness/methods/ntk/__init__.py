@@ -21,7 +21,6 @@ class StaticNTK(FrequencyMethod[FactorParams]):
 
     name = "ntk"
     aliases = ("repro_ntk", "static_ntk")
-    description = "static NTK-aware base θ·s^(d/(d−2))"
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         # d = the rotating channels (head_dim unless the family uses partial rotary, e.g. Phi-4-mini's 0.75)

@@ -23,7 +23,6 @@ class NtkByParts(FrequencyMethod[NtkByPartsParams]):
 
     name = "ntk_by_parts"
     aliases = ("ntk-by-parts", "part_ntk")
-    description = "NTK-by-parts: YaRN's frequency ramp, no attention temperature"
     ordered = ("beta_slow", "beta_fast")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:

@@ -12,6 +12,5 @@ class Original(Method[NoParams]):
 
     name = "original"
     aliases = ("repro_original",)
-    description = "unmodified model"
     equals_original_within_window = True
     families = FREQUENCY_FAMILIES

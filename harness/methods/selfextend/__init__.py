@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -68,26 +69,19 @@ def check_pair(window: int, group: int, original_window: int, target: int | None
 
 
 @METHODS.register
-class SelfExtend(Method):
+class SelfExtend(Method[SelfExtendParams]):
     """SelfExtend: two-level (neighbour / grouped) positions, merged exactly by log-sum-exp, O(n) memory."""
 
     name = "selfextend"
     aliases = ("repro_se",)
-    Params = SelfExtendParams
-    description = "SelfExtend: neighbour attention within W, grouped positions (floor(pos/G)) beyond"
-    equals_original_within_window = False  # exact only up to W tokens (W < M)
 
     @classmethod
-    def validate(cls, params: SelfExtendParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]
+    def validate(cls, params: SelfExtendParams, cfg: ExperimentConfig, window: int | None) -> None:
         if (params.group_size is None) != (params.window_size is None):
             raise ConfigError("params.group_size" if params.group_size is None else "params.window_size",
                               "set both group_size and window_size, or neither",
                               "give both (e.g. window_size = 1024, group_size = 5), or omit both to use the "
                               "suggested pair for max_pe")
-        if params.group_size is not None and params.group_size < 1:
-            raise ConfigError("params.group_size", f"must be ≥ 1, got {params.group_size}", "use e.g. 3")
-        if params.window_size is not None and params.window_size < 1:
-            raise ConfigError("params.window_size", f"must be ≥ 1, got {params.window_size}", "use e.g. 1024")
         if params.group_size is None and not cfg.max_pe:
             raise ConfigError("params.group_size", "SelfExtend needs window_size and group_size, or max_pe to "
                               "choose them", "set max_pe (the target length) or both window_size and group_size")

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -74,21 +75,14 @@ class StreamingLLMKernel:
 
 
 @METHODS.register
-class StreamingLLM(Method):
+class StreamingLLM(Method[StreamingLLMParams]):
     """StreamingLLM: attention sinks + sliding window, positions within the cache."""
 
     name = "streaming_llm"
     aliases = ("streamingllm",)
-    Params = StreamingLLMParams
-    description = "StreamingLLM: attention sinks + sliding window (positions within the cache)"
 
     @classmethod
-    def validate(cls, params: StreamingLLMParams, cfg: Any, window: int | None) -> None:
-        if params.sinks < 0:
-            raise ConfigError("params.sinks", f"must be >= 0, got {params.sinks}", "use 4 (official start_size)")
-        if params.window is not None and params.window < 1:
-            raise ConfigError("params.window", f"must be >= 1, got {params.window}",
-                              "leave it out for min(2000, M − sinks), or use a value below the model's window")
+    def validate(cls, params: StreamingLLMParams, cfg: ExperimentConfig, window: int | None) -> None:
         if window and params.sinks + streaming_window(params, window) > window:
             raise ConfigError("params.window", f"sinks + window = {params.sinks} + "
                               f"{streaming_window(params, window)} exceeds the model's window {window}: cache "

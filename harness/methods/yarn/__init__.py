@@ -25,7 +25,6 @@ class Yarn(FrequencyMethod[YarnParams]):
 
     name = "yarn"
     aliases = ("repro_yarn",)
-    description = "YaRN: NTK-by-parts + attention scaling"
     ordered = ("beta_slow", "beta_fast")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
