@@ -42,19 +42,6 @@ def inter_query_position(chunk_size: int, chunk_len: int) -> int:
     return min(2 * chunk_len - 1, chunk_size)
 
 
-def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int, chunk_len: int) -> torch.Tensor:
-    """[s, K] float64 distance each (query, key) logit uses (table of docs/reference/methods.md §4); NaN for future
-    keys."""
-    S, C = chunk_size, chunk_len
-    qc, kc = (q_pos // C)[:, None], (k_pos // C)[None, :]
-    kp = key_positions(k_pos, C)[None, :].double()
-    intra = intra_query_positions(q_pos, C)[:, None].double() - kp
-    succ = successive_query_positions(q_pos, S, C)[:, None].double() - kp
-    inter = inter_query_position(S, C) - kp
-    out = torch.where(qc == kc, intra, torch.where(qc - kc == 1, succ, inter))
-    return out.masked_fill(q_pos[:, None] < k_pos[None, :], float("nan"))
-
-
 def mscale(seq_len: int, original_window: int, coef: float = 0.1) -> float:
     """ChunkLlama's YaRN-style factor on q and k (logits × mscale²): 1 if seq_len ≤ M, else coef·ln(seq_len/M) + 1
     (coef 0.1 in ChunkLlama's flash_decoding_chunkllama.py, 0.05 in its chunkllama_attn_replace.py)."""

@@ -32,14 +32,6 @@ def far_key_positions(pos: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return torch.div(pos[:, None], scales.to(pos.device)[None, :], rounding_mode="floor").double()
 
 
-def dpe_relative(i: int, j: int, scale: int, window: int, offset_division: str = "true") -> float:
-    """Relative position of one pair with group scale `scale` between query i and key j <= i."""
-    if i - j < window:
-        return float(i - j)
-    shift = window - (window // scale if offset_division == "floor" else window / scale)
-    return float(i // scale - j // scale + shift)
-
-
 class DpeKernel:
     """Near: ordinary RoPE for d < w. Far: per-pair grouped positions; with top-k masks, the concatenation trick
     (far q = [M⊙R_scaled(q), (1−M)⊙R(q)], far k = [R_scaled(k), R(k)], scale kept at 1/√d) keeps GQA keys shared."""

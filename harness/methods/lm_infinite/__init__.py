@@ -41,15 +41,6 @@ class LMInfiniteParams:
     limit_distance: int | None = field(default=None, metadata=TOKENS)
 
 
-def lm_infinite_relative(i: int, j: int, n_global: int, n_local: int, limit: int) -> int | None:
-    """Relative position LM-Infinite gives key j from query i (None: masked by the Λ shape)."""
-    if i - j < n_local:
-        return i - j
-    if j < n_global:
-        return min(limit, i)
-    return None
-
-
 class LMInfiniteKernel:
     """Local branch: RoPE for d < n_local. Global branch: R(min(limit, i))q · k for starting keys with d >= n_local."""
 

@@ -48,13 +48,6 @@ class LeakyReRopeParams(ReRopeParams):
 RP = TypeVar("RP", bound=ReRopeParams)
 
 
-def rerope_relative(d: int, window: int, k: float | None = None) -> float:
-    """Relative position the method assigns to distance d (k None: ReRoPE; else Leaky with slope 1/k)."""
-    if d < window:
-        return float(d)
-    return float(window) if k is None else window + (d - window) / k
-
-
 class ReRopeKernel:
     """Near: R(i)q·R(j)k for d < w. Far: R(w)q·k (ReRoPE) or R((i−w)/k + w)q·R(j/k)k (Leaky)."""
 

@@ -47,32 +47,6 @@ def group_key_positions(positions: torch.Tensor, group: int) -> torch.Tensor:
     return torch.div(positions, group, rounding_mode="floor")
 
 
-def neighbor_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
-    """[s, K] True where key j is a neighbour of query i: 0 ≤ i − j < W."""
-    rel = q_pos[:, None] - k_pos[None, :]
-    return (rel >= 0) & (rel < window)
-
-
-def group_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
-    """[s, K] True where key j is in query i's group region: i − j ≥ W."""
-    return (q_pos[:, None] - k_pos[None, :]) >= window
-
-
-def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, group: int,
-                       mode: ShiftMode = "floor") -> torch.Tensor:
-    """[s, K] float64 distance that each (query, key) logit uses; NaN for future keys.
-
-    Neighbour: i − j. Group: floor(i/G) − floor(j/G) + shift (shift per `group_shift`, from the largest query).
-    """
-    max_pos = int(q_pos.max()) if q_pos.numel() else 0
-    shift = group_shift(window, group, mode, max_pos)
-    near = (q_pos[:, None] - k_pos[None, :]).double()
-    far = (group_query_positions(q_pos, group, shift).double()[:, None]
-           - group_key_positions(k_pos, group).double()[None, :])
-    out = torch.where(neighbor_mask(q_pos, k_pos, window), near, far)
-    return out.masked_fill(near < 0, float("nan"))
-
-
 def log_scale(q_pos: torch.Tensor, scale_base: float) -> torch.Tensor | None:
     """SelfExtend's optional query scaling max(1, log(i+1)/log(scale_base)); None when off (scale_base ≤ 0)."""
     if scale_base <= 0:

@@ -47,15 +47,6 @@ def streaming_window(params: StreamingLLMParams, original_window: int) -> int:
     return max(1, min(OFFICIAL_RECENT, original_window - params.sinks))
 
 
-def streaming_relative(i: int, j: int, sinks: int, window: int) -> int | None:
-    """Relative position StreamingLLM gives key j from query i (None: evicted, not attended)."""
-    if i - j < window:
-        return i - j
-    if j < sinks:
-        return min(i, sinks + window - 1) - j
-    return None
-
-
 class StreamingLLMKernel:
     """Band of `window` keys at their true distance + `sinks` starting keys seen from cache slot min(i, S + W − 1)."""
 

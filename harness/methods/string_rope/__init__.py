@@ -61,11 +61,6 @@ def string_offset(params: StringParams, max_pe: int | None, window: int | None) 
     return int(params.offset_ratio * length) if length else None
 
 
-def string_relative(d: int, offset: int, local_value: int) -> int:
-    """Relative position STRING assigns to distance d (paper semantics)."""
-    return d if d < offset else d - offset + local_value
-
-
 class StringKernel:
     """Near: R(i)q·R(j)k for d < S (d <= S in reference prefill). Far: R(i − S + W)q·R(j)k for d >= S."""
 
