@@ -24,6 +24,7 @@ from harness.methods.common.banded import identity_check
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length
 from harness.methods.common.lse import choose_kernel
+from harness.methods.dpe import probe
 from harness.methods.dpe.positions import DpeKernel
 from harness.methods.dpe.table import (
     PRESETS,
@@ -33,8 +34,11 @@ from harness.methods.dpe.table import (
     load_contributions,
     load_table,
     pair_scales,
+    save_table,
     topk_masks,
 )
+
+__all__ = ["Dpe", "DpeParams", "DpeTable", "equal_groups", "probe", "resolve_setting", "save_table"]
 
 log = logging.getLogger(__name__)
 
