@@ -24,7 +24,7 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import PositionTable, identity_check
+from harness.methods.common.banded import PositionTable, identity_check, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
 
@@ -57,7 +57,7 @@ class LMInfiniteKernel:
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sink_band_attention(q, k, v, self.n_global, self.n_local, self.table, self.tables.rotate,
-                                   self._global_q, self._global_k, module.scaling)
+                                   self._global_q, self._global_k, module_scale(module))
 
 
 def _sizes(params: LMInfiniteParams, window: int) -> tuple[int, int]:

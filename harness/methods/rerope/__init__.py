@@ -19,7 +19,7 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check
+from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length, scale_query_rows
 from harness.methods.common.lse import choose_kernel
@@ -72,7 +72,8 @@ class ReRopeKernel:
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q = scale_query_rows(q, k.shape[-2] - q.shape[-2], self.logn_len)
         br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=self._far_q, far_k=self._far_k,
-                      near_width=self.window, far_start=self.window, scale=module.scaling, plain=self.tables.rotate)
+                      near_width=self.window, far_start=self.window, scale=module_scale(module),
+                      plain=self.tables.rotate)
         return banded_attention(q, k, v, br)
 
 

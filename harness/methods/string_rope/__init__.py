@@ -26,7 +26,7 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check
+from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length, scale_query_rows
 from harness.methods.common.lse import choose_kernel
@@ -79,7 +79,7 @@ class StringKernel:
         q = scale_query_rows(q, k.shape[-2] - s, self.logn_len)
         width = self.offset + 1 if (self.reference and s > 1) else self.offset
         br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=self._far_q, far_k=None,
-                      near_width=width, far_start=self.offset, scale=module.scaling * self.factor ** 2,
+                      near_width=width, far_start=self.offset, scale=module_scale(module) * self.factor ** 2,
                       plain=self.tables.rotate)
         return banded_attention(q, k, v, br)
 
