@@ -15,7 +15,7 @@ import torch
 
 ShiftMode = Literal["floor", "true_div"]
 
-#: peers.md §4d (GALI paper, Table 10): (M, target) -> (window_size W, group_size G)
+#: the GALI paper's Table 10 (docs/methods/selfextend_dca.md): (M, target) -> (window_size W, group_size G)
 TABLE10: dict[tuple[int, int], tuple[int, int]] = {
     (2048, 8192): (512, 5),
     (4096, 8192): (2048, 3),
