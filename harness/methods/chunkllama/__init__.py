@@ -13,11 +13,10 @@ from typing import Any, Literal
 import torch
 
 from harness.core.config import ExperimentConfig
-from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.chunkllama.kernel import DcaKernel
-from harness.methods.chunkllama.positions import dca_sizes
+from harness.methods.chunkllama.positions import check_sizes, dca_sizes
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
 
@@ -50,18 +49,6 @@ class ChunkLlamaParams:
 
 
 MSCALE_COEF = {"flash_decoding": 0.1, "attn_replace": 0.05}  # c of c·ln(len/M) + 1 per ChunkLlama entry point
-
-
-def check_sizes(chunk_size: int, local_window: int, original_window: int | None) -> None:
-    """Raise ConfigError for W ≥ S or S ≥ M (S ≥ 1 and W ≥ 0 are the fields' domains)."""
-    if local_window >= chunk_size:
-        raise ConfigError("params.local_window", f"local_window ({local_window}) must be below chunk_size "
-                          f"({chunk_size}): the chunk length C = chunk_size − local_window must be ≥ 1",
-                          "use local_window ≈ chunk_size / 12 (the defaults are 3M/4 and M/16)")
-    if original_window is not None and chunk_size >= original_window:
-        raise ConfigError("params.chunk_size", f"chunk_size S = {chunk_size} must be below the pre-trained window "
-                          f"M = {original_window} (distances reach S)",
-                          f"use S ≤ {original_window - 1}, e.g. {original_window * 3 // 4} (3M/4)")
 
 
 @METHODS.register

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from harness.core.errors import ConfigError
+
 
 def dca_sizes(original_window: int, chunk_size: int | None = None,
               local_window: int | None = None) -> tuple[int, int, int]:
@@ -20,6 +22,18 @@ def dca_sizes(original_window: int, chunk_size: int | None = None,
     S = chunk_size if chunk_size is not None else original_window * 3 // 4
     W = local_window if local_window is not None else original_window // 16
     return S, W, S - W
+
+
+def check_sizes(chunk_size: int, local_window: int, original_window: int | None) -> None:
+    """Raise ConfigError for W ≥ S or S ≥ M (S ≥ 1 and W ≥ 0 are the fields' domains)."""
+    if local_window >= chunk_size:
+        raise ConfigError("params.local_window", f"local_window ({local_window}) must be below chunk_size "
+                          f"({chunk_size}): the chunk length C = chunk_size − local_window must be ≥ 1",
+                          "use local_window ≈ chunk_size / 12 (the defaults are 3M/4 and M/16)")
+    if original_window is not None and chunk_size >= original_window:
+        raise ConfigError("params.chunk_size", f"chunk_size S = {chunk_size} must be below the pre-trained window "
+                          f"M = {original_window} (distances reach S)",
+                          f"use S ≤ {original_window - 1}, e.g. {original_window * 3 // 4} (3M/4)")
 
 
 def key_positions(positions: torch.Tensor, chunk_len: int) -> torch.Tensor:

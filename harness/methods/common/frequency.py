@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from transformers import PreTrainedConfig
@@ -20,6 +20,24 @@ from harness.methods.base import Method, ModelInfo
 FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
 
 
+def above(other: str) -> dict[str, str]:
+    """Field metadata: the value must exceed field `other`'s (`metadata=domain(...) | above("beta_slow")`)."""
+    return {"above": other}
+
+
+def check_order(params: Any) -> None:
+    """Raise ConfigError for a field declared `above(other)` whose value does not exceed `other`'s."""
+    for f in dataclasses.fields(params):
+        other = f.metadata.get("above")
+        if other is None:
+            continue
+        high, low = getattr(params, f.name), getattr(params, other)
+        if not low < high:
+            defaults = {g.name: g.default for g in dataclasses.fields(params)}
+            raise ConfigError(f"params.{f.name}", f"{f.name} ({high}) must exceed {other} ({low})",
+                              f"keep the defaults {other} = {defaults[other]} and {f.name} = {defaults[f.name]}")
+
+
 @dataclass
 class FactorParams:
     """`factor` s: scale of the context extension. Default: max_pe / M (target length over the original window)."""
@@ -33,7 +51,7 @@ class RampParams(FactorParams):
     than beta_fast rotations over the window M keep their frequency, those with fewer than beta_slow are divided by s,
     a linear ramp in between."""
 
-    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6))
+    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6) | above("beta_slow"))
     beta_slow: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
 
 
@@ -105,29 +123,29 @@ def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
     model.get_submodule("model").rotary_emb = type(old)(config=config).to(device)
 
 
+def yarn_rope(params: RampParams, factor: float, window: int, attention_factor: float | None) -> dict[str, Any]:
+    """transformers' `yarn` rope parameters (attention_factor None: its default 0.1·ln(s) + 1)."""
+    extra = {"attention_factor": attention_factor} if attention_factor is not None else {}
+    return {"rope_type": "yarn", "factor": factor, "beta_fast": params.beta_fast, "beta_slow": params.beta_slow,
+            "original_max_position_embeddings": window, **extra}
+
+
 class FrequencyMethod(Method[FP]):
     """Base for the methods that only set transformers' rope parameters: a factor s ≥ 1 (explicit or max_pe / M).
 
     A subclass returns its rope parameters from `rope_parameters` (one rope type each, as in transformers'
-    `modeling_rope_utils`); `ordered` names two fields whose values must increase strictly (low, high).
+    `modeling_rope_utils`); fields declared `above(other)` must exceed `other`.
     """
 
     top_level_factor = True
     families = FREQUENCY_FAMILIES
-    ordered: ClassVar[tuple[str, str] | None] = None
 
     @classmethod
     def validate(cls, params: FP, cfg: ExperimentConfig, window: int | None) -> None:
         if params.factor is None and not cfg.max_pe:
             raise ConfigError("params.factor", f"method '{cls.name}' needs a scaling factor",
                               "set factor (top level or in [params]) or max_pe so that factor = max_pe / window")
-        if cls.ordered is not None:
-            low, high = cls.ordered
-            lo, hi = getattr(params, low), getattr(params, high)
-            if not lo < hi:
-                defaults = {f.name: f.default for f in dataclasses.fields(cls.Params)}
-                raise ConfigError(f"params.{high}", f"{high} ({hi}) must exceed {low} ({lo})",
-                                  f"keep the defaults {low} = {defaults[low]} and {high} = {defaults[high]}")
+        check_order(params)
 
     @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 
 from harness.core.params import domain
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FactorParams, FrequencyMethod
+from harness.methods.common.frequency import FactorParams, FrequencyMethod, above
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Llama3Params(FactorParams):
     """Meta's Llama-3.1 values: low_freq_factor 1, high_freq_factor 4 (factor 8 for 8k -> 128k)."""
 
     low_freq_factor: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
-    high_freq_factor: float = field(default=4.0, metadata=domain(gt=0, le=1e6))
+    high_freq_factor: float = field(default=4.0, metadata=domain(gt=0, le=1e6) | above("low_freq_factor"))
 
 
 @METHODS.register
@@ -30,7 +30,6 @@ class Llama3Rope(FrequencyMethod[Llama3Params]):
 
     name = "llama3"
     aliases = ("llama3_rope", "llama31")
-    ordered = ("low_freq_factor", "high_freq_factor")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return {"rope_type": "llama3", "factor": self.factor(info), "low_freq_factor": self.params.low_freq_factor,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FrequencyMethod, RampParams
+from harness.methods.common.frequency import FrequencyMethod, RampParams, yarn_rope
 
 #: the parameters: factor s and YaRN's ramp bounds beta_fast / beta_slow (no attention factor)
 NtkByPartsParams = RampParams
@@ -23,9 +23,6 @@ class NtkByParts(FrequencyMethod[NtkByPartsParams]):
 
     name = "ntk_by_parts"
     aliases = ("ntk-by-parts", "part_ntk")
-    ordered = ("beta_slow", "beta_fast")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
-        return {"rope_type": "yarn", "factor": self.factor(info), "attention_factor": 1.0,
-                "beta_fast": self.params.beta_fast, "beta_slow": self.params.beta_slow,
-                "original_max_position_embeddings": info.original_window}
+        return yarn_rope(self.params, self.factor(info), info.original_window, attention_factor=1.0)

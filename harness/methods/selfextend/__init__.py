@@ -19,7 +19,7 @@ from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
 from harness.methods.selfextend.kernel import SelfExtendKernel
-from harness.methods.selfextend.positions import max_supported_length, suggested_pair, valid_pairs
+from harness.methods.selfextend.positions import check_pair, suggested_pair
 
 try:  # gali-check invariants (harness.stages.check is optional for the method itself)
     import harness.methods.selfextend.checks  # noqa: F401
@@ -43,29 +43,6 @@ class SelfExtendParams:
                                                             why="log base of the query scaling; -1 turns it off"))
     #: attention kernel: "auto" (fastest exact for the device), "sdpa", "flex", "flash" (CUDA, flash-attn) or "eager"
     kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
-
-
-def _pairs_text(pairs: list[tuple[int, int]]) -> str:
-    return "; ".join(f"window_size = {w}, group_size = {g}" for w, g in pairs)
-
-
-def check_pair(window: int, group: int, original_window: int, target: int | None) -> None:
-    """Raise ConfigError unless W ≤ M and (M − W)·G + W ≥ target (target = max_pe; None skips that check)."""
-    M = original_window
-    if window > M:
-        raise ConfigError("params.window_size", f"window_size W = {window} exceeds the model's pre-trained window "
-                          f"M = {M}: neighbour distances up to W − 1 would be unseen",
-                          f"use W < M, e.g. {_pairs_text(valid_pairs(M, target or M, prefer_group=group))}")
-    if target is None:
-        return
-    reach = max_supported_length(M, window, group)
-    if reach < target:
-        raise ConfigError(
-            "params.group_size",
-            f"SelfExtend with window_size W = {window}, group_size G = {group} on a model with window M = {M} "
-            f"covers (M − W)·G + W = ({M} − {window})·{group} + {window} = {reach} tokens, below the target "
-            f"length max_pe = {target}: group positions would exceed the pre-trained window",
-            f"valid pairs for max_pe = {target}: {_pairs_text(valid_pairs(M, target, window, group))}")
 
 
 @METHODS.register

@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from harness.core.errors import ConfigError
+
 ShiftMode = Literal["floor", "true_div"]
 
 #: the GALI paper's Table 10 (docs/methods/selfextend_dca.md): (M, target) -> (window_size W, group_size G)
@@ -110,3 +112,26 @@ def valid_pairs(original_window: int, target: int, prefer_window: int | None = N
         if g is not None:
             pairs.append((w, g))
     return list(dict.fromkeys(pairs))[:4]
+
+
+def _pairs_text(pairs: list[tuple[int, int]]) -> str:
+    return "; ".join(f"window_size = {w}, group_size = {g}" for w, g in pairs)
+
+
+def check_pair(window: int, group: int, original_window: int, target: int | None) -> None:
+    """Raise ConfigError unless W ≤ M and (M − W)·G + W ≥ target (target = max_pe; None skips that check)."""
+    M = original_window
+    if window > M:
+        raise ConfigError("params.window_size", f"window_size W = {window} exceeds the model's pre-trained window "
+                          f"M = {M}: neighbour distances up to W − 1 would be unseen",
+                          f"use W < M, e.g. {_pairs_text(valid_pairs(M, target or M, prefer_group=group))}")
+    if target is None:
+        return
+    reach = max_supported_length(M, window, group)
+    if reach < target:
+        raise ConfigError(
+            "params.group_size",
+            f"SelfExtend with window_size W = {window}, group_size G = {group} on a model with window M = {M} "
+            f"covers (M − W)·G + W = ({M} − {window})·{group} + {window} = {reach} tokens, below the target "
+            f"length max_pe = {target}: group positions would exceed the pre-trained window",
+            f"valid pairs for max_pe = {target}: {_pairs_text(valid_pairs(M, target, window, group))}")

@@ -9,7 +9,7 @@ import torch
 
 from harness.core.params import domain
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FrequencyMethod, RampParams
+from harness.methods.common.frequency import FrequencyMethod, RampParams, yarn_rope
 
 
 @dataclass
@@ -25,10 +25,6 @@ class Yarn(FrequencyMethod[YarnParams]):
 
     name = "yarn"
     aliases = ("repro_yarn",)
-    ordered = ("beta_slow", "beta_fast")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
-        extra = {"attention_factor": self.params.attention_factor} if self.params.attention_factor else {}
-        return {"rope_type": "yarn", "factor": self.factor(info), "beta_fast": self.params.beta_fast,
-                "beta_slow": self.params.beta_slow, "original_max_position_embeddings": info.original_window,
-                **extra}
+        return yarn_rope(self.params, self.factor(info), info.original_window, self.params.attention_factor)
