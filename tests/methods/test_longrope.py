@@ -148,6 +148,15 @@ def test_bad_params_name_the_key(params, key):
     assert key in str(err.value)
 
 
+@pytest.mark.parametrize("key,value", [("long_factor", [0.0] * (D // 2)), ("n_hat", -1), ("attention_factor", -1.0)])
+def test_bad_values_in_a_factors_file_name_the_key(tmp_path, key, value):
+    fields = {"long_factor": [2.0] * (D // 2), "factor": 4.0, key: value}
+    path = write_factors_file(tmp_path / "f.json", **fields)
+    params = P.build(LongRopeParams, {"factors_file": str(path)}, prefix="params.")
+    with pytest.raises(ConfigError, match=f"params.{key}"):
+        METHODS.get("longrope").validate(params, CFG, M)
+
+
 # ---- the search ----
 
 TARGET = np.array([1.0, 1.0, 1.2, 1.5, 2.0, 2.6, 3.3, 4.0])

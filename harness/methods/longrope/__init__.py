@@ -8,6 +8,7 @@ attention change). See docs/methods/frequency.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 
 from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
-from harness.core.params import TOKENS0, domain
+from harness.core.params import TOKENS0, check_domain, domain
 from harness.methods.base import METHODS, ModelInfo
 from harness.methods.common.frequency import (
     FactorParams,
@@ -113,9 +114,12 @@ class LongRope(FrequencyMethod[LongRopeParams]):
     @classmethod
     def validate(cls, params: LongRopeParams, cfg: ExperimentConfig, window: int | None) -> None:
         if params.factors_file and (params.long_factor is None or locate(params.factors_file, cfg.source).exists()):
-            # fold the file into the params: the resolved config (config.json) then records the factors that ran
+            # fold the file into the params: the resolved config (config.json) then records the factors that ran;
+            # the file's values obey the same domains as [params]
+            domains = {f.name: f.metadata.get("domain") for f in dataclasses.fields(params)}
             for key, value in read_factors_file(params.factors_file, source=cfg.source).items():
                 if getattr(params, key) is None:
+                    check_domain(f"params.{key}", value, domains[key])
                     setattr(params, key, value)
         if params.factor is None and not cfg.max_pe:
             raise ConfigError("params.factor", "method 'longrope' needs the scale s (for its attention factor)",
