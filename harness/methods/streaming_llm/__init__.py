@@ -17,7 +17,7 @@ holds at most sinks + window + chunk keys per layer. See docs/methods/streaming.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -80,7 +80,7 @@ class StreamingLLMKernel:
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sink_band_attention(q, k, v, self.sinks, self.window, self.table, self.tables.rotate,
-                                   self._sink_q, self._sink_k, module.scaling)
+                                   self._sink_q, self._sink_k, cast(float, module.scaling))
 
 
 @METHODS.register
