@@ -129,7 +129,7 @@ def _check(name: str, got: torch.Tensor, want: torch.Tensor, model: torch.nn.Mod
 
 def reference_logits(engine: Engine, n: int, seed: int = PROBE_SEED) -> torch.Tensor:
     """Logits of every position of the unmodified model on the probe ids (call before `method.apply`)."""
-    ids = probe_ids(int(engine.model.config.vocab_size), n, seed)
+    ids = probe_ids(int(engine.model.config.get_text_config().vocab_size), n, seed)
     return engine.step(ids, engine.new_cache())
 
 
@@ -139,7 +139,7 @@ def run_preflight(engine: Engine, info: ModelInfo, reference: torch.Tensor | Non
     t0 = time.perf_counter()
     model, method = engine.model, engine.method
     n = probe_length(info)
-    probe = _Probe(engine, probe_ids(int(model.config.vocab_size), n, seed), seed)
+    probe = _Probe(engine, probe_ids(int(model.config.get_text_config().vocab_size), n, seed), seed)
     report = PreflightReport(method.name or "original", n, transformers.__version__)
     with torch.inference_mode():
         one = probe.one_shot(n)
