@@ -13,11 +13,12 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import domain
 from harness.methods.base import Method, ModelInfo
+from harness.methods.common.hook import decoder
 
 #: Families whose rotary embedding the frequency methods rebuild (every decoder-only RoPE family the harness loads).
 #: Gemma 3 keeps one rope per layer type: the methods change the global ("full_attention") layers only, the
 #: sliding-window layers keep their local rope (they never see distances beyond their window).
-FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3")
 
 
 def above(other: str) -> dict[str, str]:
@@ -74,26 +75,27 @@ def is_per_layer_type(rope: dict[str, Any]) -> bool:
 
 def global_rope(config: Any) -> dict[str, Any]:
     """The rope parameters of the global-attention layers (the whole model's for single-rope families)."""
-    rope = dict(config.rope_parameters or {})
+    rope = dict(config.get_text_config(decoder=True).rope_parameters or {})
     return dict(rope.get("full_attention", {})) if is_per_layer_type(rope) else rope
 
 
 def rotary_dim(config: Any) -> int:
     """How many channels of each head rotate: head_dim × partial_rotary_factor (Phi-3 style partial rotary)."""
+    config = config.get_text_config(decoder=True)  # multimodal Gemma 3: its text decoder's
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return int(head_dim * float(global_rope(config).get("partial_rotary_factor", 1.0)))
 
 
-def model_config(model: torch.nn.Module) -> PreTrainedConfig:
-    """The Hugging Face config of a loaded model."""
-    config = model.config
+def text_config(model: torch.nn.Module) -> PreTrainedConfig:
+    """The Hugging Face config of the model's text decoder (the model's own, or multimodal Gemma 3's text config)."""
+    config = decoder(model).config
     assert isinstance(config, PreTrainedConfig), f"{type(model).__name__} has no Hugging Face config"
     return config
 
 
 def rotary_embedding(model: torch.nn.Module) -> torch.nn.Module:
-    """The model's shared rotary embedding module `model.model.rotary_emb` (the layout harness.model.loading checks)."""
-    return model.get_submodule("model.rotary_emb")
+    """The shared rotary embedding module of the model's text decoder (`rotary_emb`)."""
+    return decoder(model).get_submodule("rotary_emb")
 
 
 def rotary_inv_freqs(model: torch.nn.Module) -> dict[str | None, torch.Tensor]:
@@ -111,7 +113,7 @@ def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
 
     Per-layer-type ropes (Gemma 3) change only for the global layers; other keys (partial_rotary_factor) are kept.
     """
-    config = model_config(model)
+    config = text_config(model)  # multimodal Gemma 3: its language model's
     rope: dict[str, Any] = dict(config.rope_parameters or {})
     if is_per_layer_type(rope):
         rope["full_attention"] = {**rope["full_attention"], **changes}
@@ -120,7 +122,7 @@ def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
     config.rope_parameters = rope
     old = rotary_embedding(model)
     device = next(iter(old.buffers())).device
-    model.get_submodule("model").rotary_emb = type(old)(config=config).to(device)
+    decoder(model).rotary_emb = type(old)(config=config).to(device)
 
 
 def yarn_rope(params: RampParams, factor: float, window: int, attention_factor: float | None) -> dict[str, Any]:

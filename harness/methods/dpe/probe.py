@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods.common.frequency import model_config
+from harness.methods.common.frequency import text_config
 from harness.methods.common.rope import repeat_kv
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def dimension_contributions(model: torch.nn.Module, samples: Sequence[Sequence[i
     Captures pre-RoPE q/k with hooks on q_proj/k_proj (the projections include Qwen2's biases), one sample at a time.
     """
     decoder = model.get_submodule("model")
-    cfg = model_config(model)
+    cfg = text_config(model)
     layers = [decoder.get_submodule(f"layers.{i}.self_attn") for i in range(cfg.num_hidden_layers)]
     heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
     attn_head_dim = layers[0].head_dim

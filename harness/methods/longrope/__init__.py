@@ -23,10 +23,10 @@ from harness.methods.common.frequency import (
     FactorParams,
     FrequencyMethod,
     global_rope,
-    model_config,
     rotary_dim,
     rotary_embedding,
     set_rope_parameters,
+    text_config,
 )
 from harness.methods.common.rope import rope_cos_sin
 from harness.methods.longrope.factors import (
@@ -100,7 +100,7 @@ def apply_longrope(model: torch.nn.Module, long_factor: list[float], short_facto
                         short_factor=list(short_factor if short_factor is not None else long_factor),
                         attention_factor=attention_factor, original_max_position_embeddings=window)
     if n_hat > 0:
-        config = model_config(model)
+        config = text_config(model)
         keep_initial_tokens(model, n_hat, float(global_rope(config)["rope_theta"]), rotary_dim(config))
 
 
@@ -150,6 +150,6 @@ class LongRope(FrequencyMethod[LongRopeParams]):
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         self.info = info
-        r = self.resolved(info, rotary_dim(model_config(model)))
+        r = self.resolved(info, rotary_dim(text_config(model)))
         apply_longrope(model, r["long_factor"], r["short_factor"], r["attention_factor"], info.original_window,
                        r["n_hat"])

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FactorParams, FrequencyMethod, model_config, rotary_dim
+from harness.methods.common.frequency import FactorParams, FrequencyMethod, rotary_dim, text_config
 
 
 def ntk_base(theta: float, factor: float, head_dim: int) -> float:
@@ -25,4 +25,4 @@ class StaticNTK(FrequencyMethod[FactorParams]):
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         # d = the rotating channels (head_dim unless the family uses partial rotary, e.g. Phi-4-mini's 0.75)
         return {"rope_type": "default",
-                "rope_theta": ntk_base(info.rope_theta, self.factor(info), rotary_dim(model_config(model)))}
+                "rope_theta": ntk_base(info.rope_theta, self.factor(info), rotary_dim(text_config(model)))}
