@@ -1,6 +1,6 @@
 """Inference engine: explicit prefill (in the method's chunks) + greedy KV-cache decode, and per-token NLL.
 
-No private generation internals are used: the engine calls the base model forward with a `DynamicCache` and applies
+No private generation internals are used: the engine calls the base model forward with the method's KV cache and applies
 the LM head itself, only where logits are needed (never L × vocab at once).
 """
 
@@ -15,21 +15,23 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers import Cache
 
 LOGIT_BLOCK = 1024  # positions per LM-head block in token_nll
 
 
-class PrefillPolicy(Protocol):
-    """What the engine needs from a method (harness.methods.base.Method provides it): how to split a prompt of
-    `n_tokens` into forward calls, and a per-example seed hook."""
+class MethodPolicy(Protocol):
+    """What the engine needs from a method (harness.methods.base.Method provides it): its KV cache, how to split
+    a prompt of `n_tokens` into forward calls, and a per-example seed hook."""
+
+    def make_cache(self, model_config: Any) -> Cache: ...
 
     def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]: ...
 
     def start_example(self, seed: int) -> None: ...
 
 
-M = TypeVar("M", bound=PrefillPolicy)
+M = TypeVar("M", bound=MethodPolicy)
 
 
 def cache_argument(module: torch.nn.Module) -> str:
@@ -52,7 +54,7 @@ def part(model: torch.nn.Module, name: str) -> Any:
     return getattr(model, name)
 
 
-def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: Cache) -> torch.Tensor:
     """Last hidden states of the base model on `ids` [1, n], appending to (and attending over) `cache`."""
     base = part(model, "model")  # the decoder stack under the LM head
     kwargs = {cache_argument(base): cache}
@@ -101,11 +103,11 @@ class Engine(Generic[M]):
     def input_device(self) -> torch.device:
         return part(self.model, "get_input_embeddings")().weight.device
 
-    def new_cache(self) -> DynamicCache:
-        """An empty KV cache for this model."""
-        return DynamicCache(config=part(self.model, "config"))
+    def new_cache(self) -> Cache:
+        """An empty KV cache for this model, as the method wants it (`Method.make_cache`; default DynamicCache)."""
+        return self.method.make_cache(part(self.model, "config"))
 
-    def _hidden(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def _hidden(self, ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         return forward_hidden(self.model, ids, cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,7 @@ class Engine(Generic[M]):
         return self._logits(hidden)
 
     @torch.inference_mode()
-    def step(self, ids: Sequence[int], cache: DynamicCache) -> torch.Tensor:
+    def step(self, ids: Sequence[int], cache: Cache) -> torch.Tensor:
         """One forward of `ids` appended to `cache` (no chunking by the method): fp32 logits of every position."""
         t = torch.tensor([list(ids)], dtype=torch.long, device=self.input_device)
         return self._logits(self._hidden(t, cache))[0]
@@ -125,7 +127,7 @@ class Engine(Generic[M]):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     @torch.inference_mode()
-    def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[DynamicCache, torch.Tensor]:
+    def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[Cache, torch.Tensor]:
         """Run the prompt through the model in the method's chunks; return the cache and last-position logits."""
         ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.input_device)
         cache = self.new_cache()

@@ -140,8 +140,9 @@ def model_window(cfg: ExperimentConfig, model_config: PretrainedConfig | None,
         return window, "given"
     if cfg.ori_max_position_embeddings:
         return cfg.ori_max_position_embeddings, "ori_max_position_embeddings"
-    if model_config is not None:
-        return int(model_config.max_position_embeddings), f"{model_config.model_type} model config"
+    if model_config is not None:  # multimodal Gemma 3: its text decoder's
+        text = model_config.get_text_config(decoder=True)
+        return int(text.max_position_embeddings), f"{model_config.model_type} model config"
     return None, "model config not available here"
 
 
