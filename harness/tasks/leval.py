@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from harness.core.errors import ConfigError, DataError
@@ -25,6 +26,7 @@ from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
 from harness.tasks._common import prediction_text, table, word_truncate
 from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.figures import bars
 from harness.tasks.prompting import (
     LLAMA2_B_INST,
     LLAMA2_B_SYS,
@@ -116,6 +118,11 @@ class LEvalOptions:
     fact_query: bool = True  # sci_fi: also ask the fact question (the reference does)
 
 
+def _accuracy(dataset: str) -> str:
+    """Every closed-ended L-Eval task is scored by exact-match accuracy."""
+    return "accuracy"
+
+
 @TASKS.register
 class LEval(Task):
     """L-Eval closed-ended tasks with the reference prompts, truncation and exact-match scoring."""
@@ -123,6 +130,8 @@ class LEval(Task):
     name = "leval"
     Options = LEvalOptions
     description = "L-Eval: 7 closed-ended tasks (exact match)"
+    metric = "average score (0-100)"
+    figures = (partial(bars.plan, "leval", _accuracy),)
 
     def __init__(self, cfg: Any, options: LEvalOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)

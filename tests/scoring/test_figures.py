@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from harness.stages.figures.bars import ZERO_MARK, draw_bars
-from harness.stages.figures.curves import draw_ppl
-from harness.stages.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length
-from harness.stages.figures.style import OKABE_ITO
-from harness.stages.plots import needle_grid, ppl_curve
+from harness.tasks.figures.bars import ZERO_MARK, draw_bars
+from harness.tasks.figures.curves import draw_ppl
+from harness.tasks.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length
+from harness.tasks.figures.style import OKABE_ITO
+from harness.tasks.longbench import dataset_metric
 
 WINDOW = {"original_window": 1024}
 
@@ -53,7 +53,7 @@ def legend(ax) -> list[str]:
 
 
 def test_needle_heatmap():
-    fig = draw_heatmap(NEEDLE[0], needle_grid)
+    fig = draw_heatmap(NEEDLE[0])
     image = render(fig)
     assert (image[..., :3] < 250).any()  # something drawn
     ax = fig.axes[0]
@@ -68,14 +68,14 @@ def test_needle_heatmap():
 
 
 def test_needle_methods_side_by_side():
-    fig = draw_methods_side_by_side("gali:lab", NEEDLE, needle_grid)
+    fig = draw_methods_side_by_side("gali:lab", NEEDLE)
     render(fig)
     titles = [ax.get_title() for ax in fig.axes[:2]]
     assert titles == ["original (baseline)\n58.3%", "gali\n91.7%"]  # original first
     assert fig.get_suptitle() == "needle pass rate by method - gali:lab"
     assert fig.axes[2].get_ylabel() == "pass rate (%)" and len(fig.axes) == 3  # one shared colour bar
     beyond = [{**d, "windows": {"original_window": 256}} for d in NEEDLE]  # M before the first column
-    fig = draw_methods_side_by_side("gali:lab", beyond, needle_grid)
+    fig = draw_methods_side_by_side("gali:lab", beyond)
     assert fig.axes[0].get_xlabel() == "prompt length (tokens); all beyond M = 256"
 
 
@@ -94,7 +94,7 @@ def test_needle_pass_rate_vs_length():
 
 
 def test_ppl_curves():
-    fig = draw_ppl("gali:lab", PPL, ppl_curve)
+    fig = draw_ppl("gali:lab", PPL)
     render(fig)
     ax = fig.axes[0]
     assert ax.get_title() == "perplexity on python_heldout - gali:lab"
@@ -107,7 +107,7 @@ def test_ppl_curves():
 
 
 def test_bars():
-    fig = draw_bars("longbench", "org/m", BARS)
+    fig = draw_bars("longbench", "org/m", BARS, {d: dataset_metric(d) or "" for d in ("qasper", "passage_count")})
     render(fig)
     ax = fig.axes[0]
     assert ax.get_title() == "longbench - org/m"
