@@ -122,3 +122,20 @@ def test_bars():
     assert heights[1] == ZERO_MARK > 0  # a zero score stays visible
     centers = [p.get_x() + p.get_width() / 2 for p in ax.patches[:3]]
     assert centers[2] - centers[1] > centers[1] - centers[0]  # the average is set apart
+
+
+def test_reused_heatmap_equals_a_fresh_one():
+    """draw_heatmap_to_save reuses the last figure of the same shape: it must render exactly as a new figure."""
+    from harness.tasks.figures.needle import draw_heatmap_to_save
+
+    def grid_doc(method: str, seed: int, window: int) -> dict:
+        rng = np.random.default_rng(seed)
+        cells = {f"{1024 * i}|{d}": float(rng.integers(0, 101)) for i in range(1, 12) for d in range(0, 100, 10)}
+        return {**needle_doc(method, cells), "windows": {"original_window": window}}
+
+    first, second = grid_doc("gali", 0, 4096), grid_doc("original", 1, 6000)
+    figure = draw_heatmap_to_save(first)
+    assert draw_heatmap_to_save(second) is figure  # the reuse path is exercised
+    reused = render(figure)
+    fresh = render(draw_heatmap(second))
+    assert reused.shape == fresh.shape and (reused == fresh).all()
