@@ -73,10 +73,11 @@ def experiment_row(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
     """One row: identity, completeness, one column per subset, the average, other task summary numbers, details."""
     subsets: dict[str, dict[str, Any]] = doc.get("subsets") or {}
     expected = [m.get("n_expected") for m in subsets.values()]
+    n_expected = sum(int(e) for e in expected if e is not None) if expected and None not in expected else None
     partial = [f"{s} {m.get('n_scored')}/{m.get('n_expected')}" for s, m in subsets.items() if not m.get("complete")]
     row: dict[str, Any] = {**identity(exp, doc), "complete": bool(doc.get("complete")),
                            "n_scored": sum(int(m.get("n_scored") or 0) for m in subsets.values()),
-                           "n_expected": sum(int(e or 0) for e in expected) if expected and None not in expected else None,
+                           "n_expected": n_expected,
                            "incomplete": "; ".join(partial)}
     for subset, metrics in subsets.items():
         row[subset] = metrics.get("score")

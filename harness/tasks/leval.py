@@ -39,6 +39,7 @@ from harness.tasks.prompting import (
     require_reference_family,
     stop_token_ids,
 )
+from harness.tasks.scoring.leval_metrics import score_leval_task
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +245,6 @@ class LEval(Task):
             return None
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.leval_metrics import score_leval_task
-
         def where(r: dict[str, Any]) -> tuple[int, int]:
             meta = r.get("meta") or {}
             return meta.get("doc", 0), meta.get("q", 0)

@@ -25,6 +25,7 @@ from harness.tasks._common import middle_truncate, prediction_text, table
 from harness.tasks.base import TASKS, Example, Task
 from harness.tasks.figures import bars
 from harness.tasks.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
+from harness.tasks.scoring.longbench_metrics import DATASET2COUNT, DATASET2METRIC, score_dataset, score_longbench_e
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ _METRIC_NAMES = {"qa_f1_score": "F1", "qa_f1_zh_score": "F1", "rouge_score": "RO
 
 def dataset_metric(dataset: str) -> str | None:
     """The name of LongBench's official metric of `dataset` (LongBench-E's `<name>_e` too)."""
-    from harness.tasks.scoring.longbench_metrics import DATASET2METRIC
-
     fn = DATASET2METRIC.get(dataset.removesuffix("_e"))
     return _METRIC_NAMES.get(getattr(fn, "__name__", ""), None) if fn else None
 
@@ -198,8 +197,6 @@ class LongBench(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def expected_count(self, subset: str) -> int | None:
-        from harness.tasks.scoring.longbench_metrics import DATASET2COUNT
-
         if self.cfg.test:
             return 1
         try:
@@ -208,8 +205,6 @@ class LongBench(Task):
             return DATASET2COUNT.get(subset)  # the official counts (plain sets only)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.longbench_metrics import score_dataset, score_longbench_e
-
         records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
         preds = [r["prediction"] for r in records]
         answers = [r["answers"] for r in records]

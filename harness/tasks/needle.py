@@ -25,6 +25,7 @@ from harness.tasks.base import TASKS, Doc, Example, Task
 from harness.tasks.figures import needle as figures
 from harness.tasks.figures.style import number
 from harness.tasks.prompting import encode_prompt, stop_token_ids
+from harness.tasks.scoring.needle import aggregate_needle
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,6 @@ class Needle(PassKeyRun):
         return per_cell * len(self.depth_fractions()) * (self.cfg.times or 0)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.needle import aggregate_needle
-
         rows = [{"length": r["meta"]["length"], "depth": r["meta"]["depth"], "passed": bool(r["passed"]),
                  "tokens": r.get("prompt_len")} for r in records]
         agg = aggregate_needle(rows)

@@ -26,9 +26,10 @@ from harness.core.params import TOKENS, domain
 from harness.core.results import ExperimentDir
 from harness.tasks import datasets as data
 from harness.tasks._common import safe_name
+from harness.tasks._corpus import python_heldout_documents
 from harness.tasks.base import TASKS, Doc, Example, Task
 from harness.tasks.figures.curves import plan_ppl
-from harness.tasks.scoring.perplexity import ppl_curve
+from harness.tasks.scoring.perplexity import aggregate_ppl, ppl_curve, reference_ppl_quirk
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ class PG19(Task):
             if o.text_files:
                 docs = data.load_text_files(o.text_files)
             elif o.source == "python_heldout":
-                from harness.tasks._corpus import python_heldout_documents
-
                 docs = python_heldout_documents()
             else:
                 docs = data.load_pg19(self.cfg.data_dir, o.repo_id, o.pattern, o.revision, o.text_column, download)
@@ -190,8 +189,6 @@ class PG19(Task):
         return load_npz_nll(path)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.perplexity import aggregate_ppl, reference_ppl_quirk
-
         records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
         nlls = [self.load_nll(r) for r in records]
         table = aggregate_ppl(nlls, step=self.options.ppl_step, lengths=self.options.ppl_lengths)

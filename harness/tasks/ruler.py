@@ -28,6 +28,8 @@ from harness.tasks.base import TASKS, Doc, Example, ReportTable, Task
 from harness.tasks.figures.curves import plan_ruler
 from harness.tasks.prompting import effective_format, encode_plain, encode_prompt, stop_token_ids
 from harness.tasks.reports import ruler_length_table
+from harness.tasks.scoring.ruler import score_task
+from harness.tasks.scoring.ruler import summarize as summarize_ruler
 
 log = logging.getLogger(__name__)
 
@@ -246,11 +248,7 @@ class Ruler(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.ruler import score_task
-
         return score_task(records, SPECS[subset].metric)
 
     def summarize(self, per_subset: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.ruler import summarize
-
-        return summarize(per_subset, self.options.threshold)
+        return summarize_ruler(per_subset, self.options.threshold)
