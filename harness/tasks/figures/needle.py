@@ -7,7 +7,10 @@ and `tokens_by_length` (the mean prompt tokens of each nominal length, shown on 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -46,8 +49,35 @@ COLORBAR = 1.05  # inches right of a heatmap: gap, bar, tick labels and the bar'
 DEPTH_LABEL = "needle depth (% of the context)"
 
 
-def needle_grid(doc: dict[str, Any]) -> tuple[list[float], list[float], list[list[float | None]]]:
+Grid = tuple[list[float], list[float], list[list[float | None]]]
+_GRIDS: dict[int, Grid] | None = None  # needle_grid results by id(doc) while one figure is being drawn
+
+
+@contextlib.contextmanager
+def _grids_cached() -> Iterator[None]:
+    """Parse each document's cells once while a figure is drawn (the documents do not change meanwhile)."""
+    global _GRIDS
+    outer = _GRIDS
+    _GRIDS = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _GRIDS = outer
+
+
+def _one_parse(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `draw` with needle_grid cached (see _grids_cached)."""
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _grids_cached():
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def needle_grid(doc: dict[str, Any]) -> Grid:
     """(lengths, depths, accuracy[depth][length]) from the `cells` of every subset of a needle scores document."""
+    if _GRIDS is not None and id(doc) in _GRIDS:
+        return _GRIDS[id(doc)]
     cells: dict[tuple[float, float], float | None] = {}
     for metrics in (doc.get("subsets") or {}).values():
         for key, value in (metrics.get("cells") or {}).items():
@@ -59,6 +89,8 @@ def needle_grid(doc: dict[str, Any]) -> tuple[list[float], list[float], list[lis
     lengths = sorted({k[0] for k in cells})
     depths = sorted({k[1] for k in cells})
     grid = [[cells.get((length, depth)) for length in lengths] for depth in depths]
+    if _GRIDS is not None:
+        _GRIDS[id(doc)] = (lengths, depths, grid)
     return lengths, depths, grid
 
 
@@ -183,6 +215,7 @@ def _decorate(fig: Any, ax: Any, title: str, legend: bool, below: float, beside:
                   bbox_transform=fig.transFigure, fontsize=7, frameon=False, borderaxespad=0)
 
 
+@_one_parse
 def draw_heatmap(doc: dict[str, Any], annotate_max: int = ANNOTATE_MAX_CELLS) -> Any:
     """One experiment's depth x length heatmap (pass rate %, cividis), real token counts on the x ticks."""
     lengths, depths, _ = needle_grid(doc)
@@ -198,6 +231,7 @@ def draw_heatmap(doc: dict[str, Any], annotate_max: int = ANNOTATE_MAX_CELLS) ->
 _TEMPLATES: dict[tuple[Any, ...], Any] = {}
 
 
+@_one_parse
 def draw_heatmap_to_save(doc: dict[str, Any]) -> Any:
     """`draw_heatmap` for saving at once: a heatmap without cell labels reuses this process's last figure of the
     same geometry (new data, ticks, labels and window line on the same axes, ticks and colour bar: about half the
@@ -223,6 +257,7 @@ def draw_heatmap_to_save(doc: dict[str, Any]) -> Any:
     return fig
 
 
+@_one_parse
 def draw_methods_side_by_side(model: str, docs: list[dict[str, Any]]) -> Any:
     """All needle experiments of a model as heatmaps side by side (same colour scale, one colour bar). Depths are
     labelled on the first panel (and on any whose depths differ), every second length when there are more than 8
