@@ -14,6 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,11 @@ class Drawing:
         errors: dict[int, str | None] = {}
         try:
             if self.pool is not None:
-                errors = {i: f.result() for i, f in self.futures}
+                for i, future in self.futures:
+                    try:
+                        errors[i] = future.result()
+                    except BrokenProcessPool as exc:  # a worker died (e.g. killed for memory)
+                        errors[i] = f"{self.jobs[i][0].name}: drawing process died ({exc})"
                 self.pool.shutdown()
             else:
                 _RUNNING = (self.jobs, self.save)
