@@ -20,9 +20,9 @@ from harness.methods.chunkllama.positions import (
     mscale,
     successive_query_positions,
 )
+from harness.methods.common.attention import attention, merge_lse
 from harness.methods.common.hook import RopeTables
 from harness.methods.common.key_buffer import KeyBuffers
-from harness.methods.common.lse import bottom_right_causal_lse, fused_attention_lse, merge_lse
 
 log = logging.getLogger(__name__)
 MscaleMode = Literal["per_sample", "stateful", "off"]
@@ -100,11 +100,14 @@ class DcaKernel:
         for c in range(start // C, (K - 1) // C + 1):
             r0, r1, c0 = max(start, c * C), min(K, (c + 1) * C), c * C
             rows = slice(r0 - start, r1 - start)
-            parts = [bottom_right_causal_lse(q_intra[:, :, rows], kr[:, :, c0:r1], vr[:, :, c0:r1], scale)]
+            parts = [attention(q_intra[:, :, rows], kr[:, :, c0:r1], vr[:, :, c0:r1], scale, causal=True,
+                               return_lse=True)]
             if c >= 1:
-                parts.append(fused_attention_lse(q_succ[:, :, rows], kr[:, :, c0 - C:c0], vr[:, :, c0 - C:c0], scale))
+                parts.append(attention(q_succ[:, :, rows], kr[:, :, c0 - C:c0], vr[:, :, c0 - C:c0], scale,
+                                       return_lse=True))
             if c >= 2:
-                parts.append(fused_attention_lse(q_inter[:, :, rows], kr[:, :, :c0 - C], vr[:, :, :c0 - C], scale))
+                parts.append(attention(q_inter[:, :, rows], kr[:, :, :c0 - C], vr[:, :, :c0 - C], scale,
+                                       return_lse=True))
             merged = merge_lse(parts)[0] if len(parts) > 1 else parts[0][0]
             out[:, :, r0 - start:r1 - start] = merged.to(q.dtype)
         return out

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods.common.lse import query_blocks
+from harness.methods.common.attention import attention, query_blocks
 from harness.methods.gali.noise import FactoredGaussian, NoiseStream
 from harness.methods.gali.positions import bf16_reference_weights, split_positions
-from harness.methods.gali.sdpa import chunk_attention
 
 FUSED_TILE = 2**21  # scores per tile of the fp32 noise path (8 MiB): bounded memory, cache-sized blocks
 BF16_EXACT_LIMIT = 256  # ceil(p_i) >= 256: bf16 r == 0 for every key (see gali.positions.bf16_reference_weights)
@@ -281,7 +280,7 @@ def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
         parts.append(_explicit_rows(plan, q, q_rot[..., :n_exp, :], k, v, scale, noise, stream, block_elements))
     if n_exp < s:
         k_rot = rotate_segments(k, plan.k_segments) if k_rot is None else k_rot
-        parts.append(chunk_attention(q_rot[..., n_exp:, :], k_rot, v, scale))
+        parts.append(attention(q_rot[..., n_exp:, :], k_rot, v, scale, causal=True))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
+from harness.methods.common.attention import attention
 from harness.methods.common.banded import PositionTable
-from harness.methods.common.lse_backend import lse_attention
-from harness.methods.common.rope import causal_sdpa, repeat_kv
+from harness.methods.common.rope import repeat_kv
 
 NEG_INF = float("-inf")
 
@@ -162,7 +162,7 @@ class InfLLMKernel:
         kg = kg if self.att == 1.0 else kg * self.att  # rotation by 0 (times the rope type's scaling, if any)
         local = torch.clamp(rows + 1, max=z.n_local)
         self.max_keys_seen = max(self.max_keys_seen, int((mask.sum(dim=1) + local).max()))
-        return lse_attention(qg, kg, v[:, :, idx], scale, mask=mask)
+        return attention(qg, kg, v[:, :, idx], scale, mask=mask, return_lse=True)
 
     def _rows(self, r: _Rotated, k: torch.Tensor, v: torch.Tensor, st: _LayerState, a: int, b: int,
               scale: float) -> torch.Tensor:
@@ -211,5 +211,6 @@ class InfLLMKernel:
         st.length = K
         if K <= z.n_local:  # every key is local: the model's own attention, bit for bit
             pos = torch.arange(K, device=q.device)
-            return causal_sdpa(self.tables.rotate(q, pos[q0:]), self.tables.rotate(k, pos), v, module.scaling)
+            return attention(self.tables.rotate(q, pos[q0:]), self.tables.rotate(k, pos), v, module.scaling,
+                             causal=True, kernel="sdpa")
         return torch.cat(outs, dim=2).to(q.dtype)

@@ -25,10 +25,10 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import scale_query_rows
-from harness.methods.common.lse import choose_kernel
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,478 @@
+"""The one attention function of the position-remapping methods: one backend table, one self-check, one budget.
+
+`attention(q, k, v, scale, causal=False, mask=None, return_lse=False, kernel=None)`: q [b, H, s, e] over
+k [b, Hkv, K, e], v [b, Hkv, K, dv] (GQA: H a multiple of Hkv; dv <= e). `causal` is bottom-right aligned: the s
+queries are the last s of the K keys (query r sees keys 0 .. K − s + r); `mask` [s, K] is boolean (True = attend)
+or additive (float); with `return_lse` the result is (out fp32, log-sum-exp [b, H, s] fp32) for exact merges
+(`merge_lse`), rows without any allowed key giving out 0 and lse −inf; otherwise out in q's dtype.
+
+Backends (`BACKENDS`, keyed like transformers' AttentionInterface table): "sdpa" (PyTorch's SDPA kernels, and their
+private ops that return the log-sum-exp), "flex" (FlexAttention), "flash" (the flash-attn package: CUDA, fp16/bf16,
+unmasked pieces) and "eager" (explicit fp32 scores in query blocks: the reference). The `kernel` argument, or the
+method's `kernel` option in effect (`use_kernel`), picks them (`KERNELS`). Before its first use on a (device, dtype,
+head sizes) a fused backend reproduces eager on a tiny case (`_verified`, one cache); a backend that fails is logged
+and skipped, so results never depend on a private op that misbehaves. Nothing K × K is built: fused kernels are
+O(s·d), and the eager path works on query blocks within `QUERY_BLOCK_BUDGET` bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+import torch
+import torch.nn.functional as F
+
+from harness.core.errors import ConfigError
+from harness.methods.common.rope import repeat_kv
+
+log = logging.getLogger(__name__)
+
+NEG_INF = float("-inf")
+#: bytes of working memory per query block of the eager path (fp32 scores, probabilities and mask: 12 bytes per pair)
+QUERY_BLOCK_BUDGET = 256 * 2**20
+BYTES_PER_SCORE = 12
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+#: (q, k, v, scale, causal, mask) -> (out, lse); `causal` is only set together with mask None and s == K
+LseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, bool, torch.Tensor | None], Pair]
+
+
+def query_blocks(s: int, block: int) -> list[tuple[int, int]]:
+    """[start, end) ranges covering s queries in blocks of `block`."""
+    return [(i, min(i + block, s)) for i in range(0, s, block)]
+
+
+def block_rows(batch_heads: int, n_keys: int, budget: int | None = None) -> int:
+    """Query rows per block so that one block's scores (`BYTES_PER_SCORE` per pair) stay within `budget` bytes
+    (default `QUERY_BLOCK_BUDGET`)."""
+    budget = QUERY_BLOCK_BUDGET if budget is None else budget
+    return max(1, budget // max(1, BYTES_PER_SCORE * batch_heads * n_keys))
+
+
+def merge_lse(parts: list[Pair]) -> Pair:
+    """Exactly combine (out, lse) pairs computed over disjoint key sets: one softmax over their union."""
+    lse = torch.logsumexp(torch.stack([p[1] for p in parts]), dim=0)
+    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    out = sum(torch.exp(p[1] - safe).unsqueeze(-1).nan_to_num(0.0) * p[0] for p in parts)
+    return out, lse  # type: ignore[return-value]
+
+
+def _bottom_right(s: int, n_keys: int, device: torch.device) -> torch.Tensor:
+    """bool [s, K]: query r (the (K − s + r)-th key) sees keys 0 .. K − s + r."""
+    return torch.arange(n_keys, device=device)[None, :] <= torch.arange(n_keys - s, n_keys, device=device)[:, None]
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    return torch.where(mask, zero, torch.tensor(NEG_INF, dtype=dtype, device=mask.device))
+
+
+def _allowed(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.dtype == torch.bool else mask > NEG_INF
+
+
+def _finish(out: torch.Tensor, lse: torch.Tensor, mask: torch.Tensor | None) -> Pair:
+    """Rows without any allowed key: out 0, lse −inf (whatever the backend returned)."""
+    if mask is None:
+        return out, lse
+    has = _allowed(mask).any(dim=-1)
+    return torch.where(has[..., None], out, torch.zeros_like(out)), torch.where(has, lse, torch.full_like(lse, NEG_INF))
+
+
+# --- the backends ----------------------------------------------------------------------------------------------------
+
+def _eager_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                 mask: torch.Tensor | None) -> Pair:
+    """Explicit fp32 attention of one query block (k/v already expanded to q's heads)."""
+    scores = torch.matmul(q.float(), k.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, NEG_INF) if mask.dtype == torch.bool else scores + mask.float()
+    lse = torch.logsumexp(scores, dim=-1)
+    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    return torch.matmul(torch.exp(scores - safe.unsqueeze(-1)), v), lse
+
+
+def _eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+           mask: torch.Tensor | None) -> Pair:
+    """The reference: explicit fp32 scores in query blocks of `block_rows` rows (never K × K)."""
+    b, H, s, _ = q.shape
+    n_keys = k.shape[-2]
+    n_rep = H // k.shape[1]
+    k, v = repeat_kv(k, n_rep).float(), repeat_kv(v, n_rep).float()
+    cols = torch.arange(n_keys, device=q.device)
+    outs, lses = [], []
+    for r0, r1 in query_blocks(s, block_rows(b * H, n_keys)):
+        m = None if mask is None else mask[..., r0:r1, :]
+        if causal:
+            c = cols[None, :] <= torch.arange(n_keys - s + r0, n_keys - s + r1, device=q.device)[:, None]
+            m = c if m is None else (m & c if m.dtype == torch.bool else m.masked_fill(~c, NEG_INF))
+        o, lse = _eager_block(q[:, :, r0:r1], k, v, scale, m)
+        outs.append(o)
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def _sdpa_lse_cpu(q, k, v, scale, causal, mask):
+    e, dv = q.shape[-1], v.shape[-1]
+    if dv > e:
+        raise ValueError("value head size larger than query head size")
+    if dv < e:  # the op needs one head size: pad V with zeros and drop the padding afterwards
+        v = F.pad(v, (0, e - dv))
+    attn_mask = None if mask is None else _additive(mask, q.dtype)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(  # handles GQA itself
+        q, k, v, 0.0, causal, attn_mask=attn_mask, scale=scale)[:2]
+    return out[..., :dv], lse
+
+
+def _sdpa_lse_cuda(q, k, v, scale, causal, mask):
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    s, e, dv = q.shape[-2], q.shape[-1], v.shape[-1]
+    if mask is None and dv == e:
+        if q.dtype in (torch.float16, torch.bfloat16) and e % 8 == 0 and e <= 256:
+            return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal,
+                                                                          scale=scale)[:2]
+        return out, lse[..., :s]
+    if dv < e:
+        v = F.pad(v, (0, e - dv))
+    n_keys = k.shape[-2]
+    pad = (-n_keys) % 16  # the kernel wants bias rows aligned to 16 elements: pad keys, mask the padding
+    bias = None
+    if mask is not None or pad:
+        m = _additive(mask, q.dtype) if mask is not None else q.new_zeros(s, n_keys)
+        if pad:
+            k, v, m = F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad)), F.pad(m, (0, pad), value=NEG_INF)
+        if causal:  # fold the (square) causal mask into the bias
+            cols = torch.arange(m.shape[-1], device=q.device)
+            m, causal = m.masked_fill(cols[None, :] > torch.arange(s, device=q.device)[:, None], NEG_INF), False
+        bias = m.expand(q.shape[0], q.shape[1], -1, -1)
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, 0.0, causal,
+                                                                      scale=scale)[:2]
+    return out[..., :dv], lse[..., :s]
+
+
+def _sdpa_lse(q, k, v, scale, causal, mask):
+    return (_sdpa_lse_cpu if q.device.type == "cpu" else _sdpa_lse_cuda)(q, k, v, scale, causal, mask)
+
+
+def _sdpa_chunk_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bottom-right causal, 1 < s < K: the visible prefix (no mask) and the s × s causal square, merged exactly."""
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    p = k.shape[-2] - q.shape[-2]
+    o1, l1 = flash(q, k[..., :p, :], v[..., :p, :], 0.0, False, scale=scale)[:2]
+    o2, l2 = flash(q, k[..., p:, :], v[..., p:, :], 0.0, True, scale=scale)[:2]
+    lse = torch.logaddexp(l1, l2)
+    out = o1.float() * torch.exp(l1 - lse).unsqueeze(-1) + o2.float() * torch.exp(l2 - lse).unsqueeze(-1)
+    return out.to(q.dtype)
+
+
+def _sdpa_chunk_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bottom-right causal, 1 < s < K: flash attention's native alignment (`causal_lower_right`), no mask tensor."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    n_rep = q.shape[1] // k.shape[1]  # the lower-right kernels take equal head counts
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[-2], k.shape[-2]), scale=scale)
+
+
+def _sdpa_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    return (_sdpa_chunk_cpu if q.device.type == "cpu" else _sdpa_chunk_cuda)(q, k, v, scale)
+
+
+def _sdpa_supports(q: torch.Tensor, op: str) -> bool:
+    if q.device.type == "cpu":
+        return hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    return q.device.type == "cuda" and (op == "chunk" or hasattr(torch.ops.aten,
+                                                                 "_scaled_dot_product_efficient_attention"))
+
+
+def _flash_lse(q, k, v, scale, causal, mask):
+    from flash_attn import flash_attn_func  # pyright: ignore[reportMissingImports]
+
+    out, lse, _ = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale,
+                                  causal=causal, return_attn_probs=True)
+    return out.transpose(1, 2), lse
+
+
+def _flash_supports(q: torch.Tensor, op: str) -> bool:
+    return (op == "lse" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
+            and _importable("flash_attn"))
+
+
+def _flex_lse(q, k, v, scale, causal, mask):
+    """FlexAttention: compiled on CUDA; elsewhere the unfused implementation (O(s·K) scores; its warning silenced)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    s, n_keys = q.shape[-2], k.shape[-2]
+    mask_mod: Callable[..., torch.Tensor] | None = None
+    score_mod: Callable[..., torch.Tensor] | None = None
+    m = None if mask is None else mask.to(q.device).expand(q.shape[0], q.shape[1], s, n_keys)
+
+    def causal_mod(b, h, qi, ki):
+        return ki <= qi + (n_keys - s)
+
+    def bool_mod(b, h, qi, ki):
+        return m[b, h, qi, ki]  # type: ignore[index]
+
+    def add_mod(score, b, h, qi, ki):
+        return score + m[b, h, qi, ki]  # type: ignore[index]
+
+    if causal:
+        mask_mod = causal_mod
+    elif m is not None and m.dtype == torch.bool:
+        mask_mod = bool_mod
+    elif m is not None:
+        m = m.float()
+        score_mod = add_mod
+    fn = torch.compile(flex_attention) if q.is_cuda else flex_attention
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        block = None if mask_mod is None else create_block_mask(mask_mod, None, None, s, n_keys, device=q.device)
+        out, lse = fn(q, k, v, block_mask=block, score_mod=score_mod, scale=scale,
+                      enable_gqa=q.shape[1] != k.shape[1], return_lse=True)
+    return out, lse
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One attention backend: `lse` computes (out, lse); `supports(q, op)` says whether it runs op ("lse": unmasked,
+    equal head sizes; "masked": a mask or a smaller value head; "chunk": output-only bottom-right causal) on q's
+    device; `chunk` is its output-only bottom-right causal attention for 1 < s < K (None: through `lse`)."""
+
+    lse: LseFn
+    supports: Callable[[torch.Tensor, str], bool]
+    chunk: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+
+
+#: the backend table (keyed like transformers' AttentionInterface): eager is the reference and the last resort
+BACKENDS: dict[str, Backend] = {
+    "sdpa": Backend(_sdpa_lse, _sdpa_supports, _sdpa_chunk),
+    "flex": Backend(_flex_lse, lambda q, op: op != "chunk" and _importable("torch.nn.attention.flex_attention")),
+    "flash": Backend(_flash_lse, _flash_supports),
+    "eager": Backend(_eager, lambda q, op: op != "chunk"),
+}
+#: `kernel` value -> backends tried in order for log-sum-exp pieces (eager after them); "auto" and "sdpa" compute
+#: output-only attention with SDPA directly (the model's own kernels)
+KERNELS = ("auto", "sdpa", "flex", "flash", "eager")
+_ORDER = {"auto": ("flash", "sdpa"), "flash": ("flash", "sdpa"), "sdpa": ("sdpa",), "flex": ("flex",), "eager": ()}
+_VERIFIED: dict[tuple[str, str, str, torch.dtype, int, int], bool] = {}
+
+
+def _check_case(name: str, op: str, device: torch.device, dtype: torch.dtype, e: int, dv: int) -> bool:
+    """Run backend `name` on a tiny GQA case of `op` and compare with eager."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 5, e, generator=gen).to(device, dtype)
+    k = torch.randn(1, 1, 13, e, generator=gen).to(device, dtype)
+    v = torch.randn(1, 1, 13, dv, generator=gen).to(device, dtype)
+    tol = 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
+    if op == "chunk":
+        want = _eager(q, k, v, 0.3, True, None)[0]
+        got = BACKENDS[name].chunk(q, k, v, 0.3)  # type: ignore[misc]
+        return got.shape == want.shape and bool(torch.allclose(got.float(), want, atol=tol, rtol=tol))
+    mask = (torch.arange(13)[None, :] % 3 != torch.arange(5)[:, None] % 3).to(device)
+    mask[1] = False
+    cases = [(q, k[:, :, :5], v[:, :, :5], False, None), (q, k[:, :, :5], v[:, :, :5], True, None)]
+    if op == "masked":
+        cases = [(q, k, v, False, mask), (q, k, v, False, _additive(mask, dtype)), cases[1]]
+    for qq, kk, vv, causal, m in cases:
+        want_o, want_l = _eager(qq, kk, vv, 0.3, causal, m)
+        out, lse = _finish(*BACKENDS[name].lse(qq, kk, vv, 0.3, causal, m), m)
+        lse = lse.float()
+        if out.shape != want_o.shape or lse.shape != want_l.shape or not bool(
+                torch.allclose(out.float(), want_o, atol=tol, rtol=tol)) or not bool(
+                torch.equal(torch.isfinite(lse), torch.isfinite(want_l))) or not bool(
+                torch.allclose(lse.nan_to_num(neginf=0.0), want_l.nan_to_num(neginf=0.0), atol=tol, rtol=tol)):
+            return False
+    return True
+
+
+def _verified(name: str, op: str, q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether backend `name` reproduced eager for `op` on q's (device, dtype, head sizes); checked once, cached."""
+    key = (name, op, q.device.type, q.dtype, q.shape[-1], v.shape[-1])
+    if key not in _VERIFIED:
+        try:
+            ok = _check_case(name, op, q.device, q.dtype, q.shape[-1], v.shape[-1])
+        except Exception as exc:
+            log.info("attention backend %s (%s) unavailable on %s/%s: %s", name, op, q.device.type, q.dtype,
+                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            ok = False
+        else:
+            if not ok:
+                log.info("attention backend %s (%s) failed its self-check on %s/%s; not used", name, op,
+                         q.device.type, q.dtype)
+        _VERIFIED[key] = ok
+    return _VERIFIED[key]
+
+
+# --- the attention function ------------------------------------------------------------------------------------------
+
+def _lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool, mask: torch.Tensor | None,
+         kind: str) -> Pair:
+    """(out fp32, lse fp32) on the first verified backend of `kind` (eager otherwise). `causal`: square only."""
+    op = "lse" if mask is None and v.shape[-1] == q.shape[-1] else "masked"
+    for name in _ORDER[kind]:
+        backend = BACKENDS[name]
+        if backend.supports(q, op) and _verified(name, op, q, v):
+            out, lse = backend.lse(q, k, v, scale, causal, mask)
+            return _finish(out.float(), lse.float(), mask)
+    return _eager(q, k, v, scale, causal, mask)
+
+
+def _bottom_right_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, kind: str) -> Pair:
+    """Bottom-right causal without a mask tensor: keys [0, K − s) seen by every query (one unmasked call) plus an
+    s × s causal square, merged exactly."""
+    s, n_keys = q.shape[-2], k.shape[-2]
+    if s == 1:
+        return _lse(q, k, v, scale, False, None, kind)
+    p = n_keys - s
+    square = _lse(q, k[:, :, p:], v[:, :, p:], scale, True, None, kind)
+    if p == 0:
+        return square
+    return merge_lse([_lse(q, k[:, :, :p], v[:, :, :p], scale, False, None, kind), square])
+
+
+def _sdpa_output(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+                 mask: torch.Tensor | None, fast: bool) -> torch.Tensor:
+    """Output-only attention through SDPA, called as the model's own SDPA attention calls it; with `fast`, a
+    bottom-right causal chunk (1 < s < K) uses the backend's mask-free formulation (`Backend.chunk`) instead."""
+    s, n_keys = q.shape[-2], k.shape[-2]
+    gqa = q.shape[1] != k.shape[1]
+    if mask is None:
+        if causal and s == n_keys:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+        if not causal or s == 1:
+            return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+        sdpa = BACKENDS["sdpa"]
+        if fast and v.shape[-1] == q.shape[-1] and sdpa.chunk is not None and sdpa.supports(q, "chunk") and \
+                _verified("sdpa", "chunk", q, v):
+            return sdpa.chunk(q, k, v, scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=_bottom_right(s, n_keys, q.device), scale=scale,
+                                              enable_gqa=gqa)
+    m = mask
+    if causal:
+        tri = _bottom_right(s, n_keys, q.device)
+        m = m & tri if m.dtype == torch.bool else m.masked_fill(~tri, NEG_INF)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=m if m.dtype == torch.bool else m.to(q.dtype),
+                                         scale=scale, enable_gqa=gqa)
+    has = _allowed(m).any(dim=-1)
+    return torch.where(has[..., None], out, torch.zeros_like(out))
+
+
+@overload
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = ...,
+              mask: torch.Tensor | None = ..., return_lse: Literal[False] = ...,
+              kernel: str | None = ...) -> torch.Tensor: ...
+
+
+@overload
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = ...,
+              mask: torch.Tensor | None = ..., *, return_lse: Literal[True], kernel: str | None = ...) -> Pair: ...
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = False,
+              mask: torch.Tensor | None = None, return_lse: bool = False,
+              kernel: str | None = None) -> torch.Tensor | Pair:
+    """Attention of q [b, H, s, e] over k [b, Hkv, K, e], v [b, Hkv, K, dv] (GQA allowed, dv <= e).
+
+    causal: bottom-right (the queries are the last s of the K keys). mask: bool [s, K] (True = attend) or additive
+    float, broadcastable to [b, H, s, K]. return_lse: (out fp32 [b, H, s, dv], lse fp32 [b, H, s]) for `merge_lse`;
+    rows without an allowed key give out 0, lse −inf. Else out [b, H, s, dv] in q's dtype. kernel: one of KERNELS
+    (None = the method's choice in effect, `use_kernel`; default "auto").
+    """
+    kind = kernel or _KERNEL.get()
+    if kind not in _ORDER:
+        raise ValueError(f"unknown attention kernel {kind!r} (choose from {', '.join(KERNELS)})")
+    b, H, s, _ = q.shape
+    n_keys = k.shape[-2]
+    if causal and s > n_keys:
+        raise ValueError(f"{s} queries cannot be the last queries of {n_keys} keys")
+    if s == 0 or n_keys == 0:
+        out = torch.zeros(b, H, s, v.shape[-1], device=q.device, dtype=torch.float32 if return_lse else q.dtype)
+        return (out, torch.full((b, H, s), NEG_INF, device=q.device)) if return_lse else out
+    if not return_lse and kind in ("auto", "sdpa"):
+        return _sdpa_output(q, k, v, scale, causal, mask, fast=kind == "auto")
+    if mask is not None:
+        if causal:
+            tri = _bottom_right(s, n_keys, q.device)
+            mask = mask & tri if mask.dtype == torch.bool else mask.masked_fill(~tri, NEG_INF)
+        out, lse = _lse(q, k, v, scale, False, mask, kind)
+    elif causal and s < n_keys:
+        out, lse = _bottom_right_lse(q, k, v, scale, kind)
+    else:
+        out, lse = _lse(q, k, v, scale, causal, None, kind)
+    return (out, lse) if return_lse else out.to(q.dtype)
+
+
+# --- the `kernel` option of the position-remapping methods ----------------------------------------------------------
+
+_KERNEL: ContextVar[str] = ContextVar("harness_attention_kernel", default="auto")
+
+
+def current_kernel() -> str:
+    """The kernel choice in effect for the attention calls of the running method."""
+    return _KERNEL.get()
+
+
+@contextlib.contextmanager
+def use_kernel(kind: str) -> Iterator[None]:
+    """Route the `attention` calls inside the block (those without an explicit `kernel`) through `kind`."""
+    token = _KERNEL.set(kind)
+    try:
+        yield
+    finally:
+        _KERNEL.reset(token)
+
+
+class KernelChoice:
+    """A method's attention kernel (`install_kernel`) run under a kernel choice; other attributes pass through."""
+
+    def __init__(self, kernel: Any, kind: str):
+        self.kernel, self.kind = kernel, kind
+
+    def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.kind == "auto":
+            return self.kernel(module, q, k, v)
+        with use_kernel(self.kind):
+            return self.kernel(module, q, k, v)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kernel, name)
+
+
+def kernel_problem(kind: str, device: torch.device | str) -> str | None:
+    """Why `kind` cannot run on `device` (None when it can): flash needs CUDA and the flash-attn package."""
+    if kind not in KERNELS:
+        return f"unknown kernel {kind!r} (choose from {', '.join(KERNELS)})"
+    if kind == "flash":
+        if torch.device(device).type != "cuda":
+            return "kernel = \"flash\" needs a CUDA device (flash-attn)"
+        if not _importable("flash_attn"):
+            return "kernel = \"flash\" needs the flash-attn package (pip install 'gali-harness[flash]')"
+    if kind == "flex" and not _importable("torch.nn.attention.flex_attention"):
+        return "kernel = \"flex\" needs torch.nn.attention.flex_attention (PyTorch >= 2.5)"
+    return None
+
+
+def choose_kernel(model: torch.nn.Module, kernel: Any, kind: str) -> Any:
+    """`kernel` wrapped for the `kernel` option `kind` (a config error when the model's device cannot run it)."""
+    problem = kernel_problem(kind, next(model.parameters()).device)
+    if problem:
+        raise ConfigError("params.kernel", problem, 'use kernel = "auto" (the fastest exact kernel for the device)')
+    return kernel if kind == "auto" else KernelChoice(kernel, kind)
