@@ -262,6 +262,7 @@ def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     if noise.active and not plan.reference and plan.n_explicit:
         from harness.methods.gali import fused
 
+        assert plan.r_nonzero is not None  # fp32 mode
         k_rot = rotate_segments(k.float(), plan.k_segments)
         q_rot = _rot(q, plan.q_cos, plan.q_sin, torch.float32)
         if noise.sampler == "factored" and s > 1:
@@ -292,6 +293,7 @@ def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Te
     device = q.device
     k_cos, k_sin = plan.key_tables()
     if plan.reference:
+        assert plan.floor_cos is not None and plan.floor_sin is not None and plan.k_pos is not None
         k_main = _rot(k, k_cos, k_sin)  # keys at ceil: A
         k_floor = _rot(k, plan.floor_cos, plan.floor_sin)  # keys at floor: B
         qr, vv = q_rot, v
@@ -306,14 +308,16 @@ def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Te
         q_index = torch.arange(n_keys - s + lo, n_keys - s + hi, device=device)
         allowed = key_idx[None, :] <= q_index[:, None]
         scores = grouped_scores(qr[..., lo:hi, :], k_main) * scale
-        if plan.reference:
+        if k_floor is not None and plan.k_pos is not None:  # bf16 reference
             r = bf16_reference_weights(plan.q_pos[lo:hi], plan.k_pos).to(device)
             other = grouped_scores(qr[..., lo:hi, :], k_floor) * scale
             scores = scores - (scores - other) * r.to(scores.dtype)  # (1 − r)·A + r·B, in the logits' dtype
             r_nonzero = r != 0
         else:
+            assert plan.r_nonzero is not None
             r_nonzero = plan.r_nonzero.to(device)[None, :]
         if noise.active:
+            assert stream is not None
             scores = scores + noise_for_block(scores, q_index, n_keys, noise, stream, r_nonzero, allowed)
         probs = torch.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
         outs.append(grouped_values(probs.to(vv.dtype), vv).to(v.dtype))

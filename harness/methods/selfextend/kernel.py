@@ -12,6 +12,8 @@ its W keys (strided windows), which is cheaper than several small fused calls.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from harness.methods.common.attention import NEG_INF, attention, merge_lse
@@ -44,7 +46,7 @@ class SelfExtendKernel:
         self.tables = tables
         self.window = window
         self.group = group
-        self.shift_mode = shift_mode
+        self.shift_mode: ShiftMode = shift_mode
         self.scale_base = scale_base
         self.band_fused_min = band_fused_min
         self.buffers = KeyBuffers()
@@ -65,21 +67,21 @@ class SelfExtendKernel:
         bsz, heads, s, dim = q.shape
         K, W, G = k.shape[-2], self.window, self.group
         start = K - s
-        scale = module.scaling
+        scale, layer = cast(float, module.scaling), cast(int, module.layer_idx)
         pos_k = torch.arange(K, device=q.device)
         pos_q = pos_k[start:]
         factor = log_scale(pos_q, self.scale_base)
         if factor is not None:
             q = q * factor.to(q.dtype)[:, None]
         qn = self.tables.rotate(q, pos_q)
-        cont = self.buffers.step(module.layer_idx, s, K)
+        cont = self.buffers.step(layer, s, K)
         # keys keep their Hkv heads (the fused calls handle GQA); their rotations never change once written
-        kn = self.buffers.rotated(module.layer_idx, "near", k, cont, self._rotate_near)
+        kn = self.buffers.rotated(layer, "near", k, cont, self._rotate_near)
         if K <= W:  # every key is a neighbour: plain RoPE causal attention
             return attention(qn, kn, v, scale, causal=True, return_lse=True)[0].to(q.dtype)
         shift = self.shift(s, K - 1)
         qg = self.tables.rotate(q, group_query_positions(pos_q, G, shift))
-        kg = self.buffers.rotated(module.layer_idx, "group", k[:, :, : K - W], cont, self._rotate_group)
+        kg = self.buffers.rotated(layer, "group", k[:, :, : K - W], cont, self._rotate_group)
         out = q.new_empty(bsz, heads, s, dim)
         if start < W:  # rows below W see every earlier key as a neighbour
             o, _ = attention(qn[:, :, : W - start], kn[:, :, :W], v[:, :, :W], scale, causal=True, return_lse=True)
