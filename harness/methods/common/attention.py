@@ -6,20 +6,20 @@ queries are the last s of the K keys (query r sees keys 0 .. K − s + r); `mask
 or additive (float); with `return_lse` the result is (out fp32, log-sum-exp [b, H, s] fp32) for exact merges
 (`merge_lse`), rows without any allowed key giving out 0 and lse −inf; otherwise out in q's dtype.
 
-Backends (`BACKENDS`, keyed like transformers' AttentionInterface table): "sdpa" (PyTorch's SDPA kernels, and their
-private ops that return the log-sum-exp), "flex" (FlexAttention), "flash" (the flash-attn package: CUDA, fp16/bf16,
-unmasked pieces) and "eager" (explicit fp32 scores in query blocks: the reference). The `kernel` argument, or the
-method's `kernel` option in effect (`use_kernel`), picks them (`KERNELS`). Before its first use on a (device, dtype,
-head sizes) a fused backend reproduces eager on a tiny case (`_verified`, one cache); a backend that fails is logged
-and skipped, so results never depend on a private op that misbehaves. Nothing K × K is built: fused kernels are
-O(s·d), and the eager path works on query blocks within `QUERY_BLOCK_BUDGET` bytes.
+Backends (`BACKENDS`, keyed like transformers' AttentionInterface table; the calls are in `attention_kernels`):
+"sdpa" (PyTorch's SDPA kernels, and their private ops that return the log-sum-exp), "flex" (FlexAttention), "flash"
+(the flash-attn package: CUDA, fp16/bf16, unmasked pieces) and "eager" (explicit fp32 scores in query blocks: the
+reference). The `kernel` argument, or the method's `kernel` option in effect (`use_kernel`), picks them
+(`KERNELS`). Before its first use on a (device, dtype, head sizes) a fused backend reproduces eager on a tiny case
+(`_verified`, one cache); a backend that fails is logged and skipped, so results never depend on a private op that
+misbehaves. Nothing K × K is built: fused kernels are O(s·d), and the eager path works on query blocks within
+`QUERY_BLOCK_BUDGET` bytes. docs/methods/attention.md describes all of it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -29,11 +29,21 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.errors import ConfigError
+from harness.methods.common.attention_kernels import (
+    NEG_INF,
+    additive_mask,
+    flash_lse,
+    flash_supports,
+    flex_lse,
+    importable,
+    sdpa_chunk,
+    sdpa_lse,
+    sdpa_supports,
+)
 from harness.methods.common.rope import repeat_kv
 
 log = logging.getLogger(__name__)
 
-NEG_INF = float("-inf")
 #: bytes of working memory per query block of the eager path (fp32 scores, probabilities and mask: 12 bytes per pair)
 QUERY_BLOCK_BUDGET = 256 * 2**20
 BYTES_PER_SCORE = 12
@@ -66,13 +76,6 @@ def merge_lse(parts: list[Pair]) -> Pair:
 def _bottom_right(s: int, n_keys: int, device: torch.device) -> torch.Tensor:
     """bool [s, K]: query r (the (K − s + r)-th key) sees keys 0 .. K − s + r."""
     return torch.arange(n_keys, device=device)[None, :] <= torch.arange(n_keys - s, n_keys, device=device)[:, None]
-
-
-def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if mask.dtype != torch.bool:
-        return mask.to(dtype)
-    zero = torch.zeros((), dtype=dtype, device=mask.device)
-    return torch.where(mask, zero, torch.tensor(NEG_INF, dtype=dtype, device=mask.device))
 
 
 def _allowed(mask: torch.Tensor) -> torch.Tensor:
@@ -120,136 +123,6 @@ def _eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, caus
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
-def _sdpa_lse_cpu(q, k, v, scale, causal, mask):
-    e, dv = q.shape[-1], v.shape[-1]
-    if dv > e:
-        raise ValueError("value head size larger than query head size")
-    if dv < e:  # the op needs one head size: pad V with zeros and drop the padding afterwards
-        v = F.pad(v, (0, e - dv))
-    attn_mask = None if mask is None else _additive(mask, q.dtype)
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(  # handles GQA itself
-        q, k, v, 0.0, causal, attn_mask=attn_mask, scale=scale)[:2]
-    return out[..., :dv], lse
-
-
-def _sdpa_lse_cuda(q, k, v, scale, causal, mask):
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    s, e, dv = q.shape[-2], q.shape[-1], v.shape[-1]
-    if mask is None and dv == e:
-        if q.dtype in (torch.float16, torch.bfloat16) and e % 8 == 0 and e <= 256:
-            return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
-        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal,
-                                                                          scale=scale)[:2]
-        return out, lse[..., :s]
-    if dv < e:
-        v = F.pad(v, (0, e - dv))
-    n_keys = k.shape[-2]
-    pad = (-n_keys) % 16  # the kernel wants bias rows aligned to 16 elements: pad keys, mask the padding
-    bias = None
-    if mask is not None or pad:
-        m = _additive(mask, q.dtype) if mask is not None else q.new_zeros(s, n_keys)
-        if pad:
-            k, v, m = F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad)), F.pad(m, (0, pad), value=NEG_INF)
-        if causal:  # fold the (square) causal mask into the bias
-            cols = torch.arange(m.shape[-1], device=q.device)
-            m, causal = m.masked_fill(cols[None, :] > torch.arange(s, device=q.device)[:, None], NEG_INF), False
-        bias = m.expand(q.shape[0], q.shape[1], -1, -1)
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, 0.0, causal,
-                                                                      scale=scale)[:2]
-    return out[..., :dv], lse[..., :s]
-
-
-def _sdpa_lse(q, k, v, scale, causal, mask):
-    return (_sdpa_lse_cpu if q.device.type == "cpu" else _sdpa_lse_cuda)(q, k, v, scale, causal, mask)
-
-
-def _sdpa_chunk_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Bottom-right causal, 1 < s < K: the visible prefix (no mask) and the s × s causal square, merged exactly."""
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    p = k.shape[-2] - q.shape[-2]
-    o1, l1 = flash(q, k[..., :p, :], v[..., :p, :], 0.0, False, scale=scale)[:2]
-    o2, l2 = flash(q, k[..., p:, :], v[..., p:, :], 0.0, True, scale=scale)[:2]
-    lse = torch.logaddexp(l1, l2)
-    out = o1.float() * torch.exp(l1 - lse).unsqueeze(-1) + o2.float() * torch.exp(l2 - lse).unsqueeze(-1)
-    return out.to(q.dtype)
-
-
-def _sdpa_chunk_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Bottom-right causal, 1 < s < K: flash attention's native alignment (`causal_lower_right`), no mask tensor."""
-    from torch.nn.attention.bias import causal_lower_right
-
-    n_rep = q.shape[1] // k.shape[1]  # the lower-right kernels take equal head counts
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[-2], k.shape[-2]), scale=scale)
-
-
-def _sdpa_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    return (_sdpa_chunk_cpu if q.device.type == "cpu" else _sdpa_chunk_cuda)(q, k, v, scale)
-
-
-def _sdpa_supports(q: torch.Tensor, op: str) -> bool:
-    if q.device.type == "cpu":
-        return hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
-    return q.device.type == "cuda" and (op == "chunk" or hasattr(torch.ops.aten,
-                                                                 "_scaled_dot_product_efficient_attention"))
-
-
-def _flash_lse(q, k, v, scale, causal, mask):
-    from flash_attn import flash_attn_func  # pyright: ignore[reportMissingImports]
-
-    out, lse, _ = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale,
-                                  causal=causal, return_attn_probs=True)
-    return out.transpose(1, 2), lse
-
-
-def _flash_supports(q: torch.Tensor, op: str) -> bool:
-    return (op == "lse" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
-            and _importable("flash_attn"))
-
-
-def _flex_lse(q, k, v, scale, causal, mask):
-    """FlexAttention: compiled on CUDA; elsewhere the unfused implementation (O(s·K) scores; its warning silenced)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    s, n_keys = q.shape[-2], k.shape[-2]
-    mask_mod: Callable[..., torch.Tensor] | None = None
-    score_mod: Callable[..., torch.Tensor] | None = None
-    m = None if mask is None else mask.to(q.device).expand(q.shape[0], q.shape[1], s, n_keys)
-
-    def causal_mod(b, h, qi, ki):
-        return ki <= qi + (n_keys - s)
-
-    def bool_mod(b, h, qi, ki):
-        return m[b, h, qi, ki]  # type: ignore[index]
-
-    def add_mod(score, b, h, qi, ki):
-        return score + m[b, h, qi, ki]  # type: ignore[index]
-
-    if causal:
-        mask_mod = causal_mod
-    elif m is not None and m.dtype == torch.bool:
-        mask_mod = bool_mod
-    elif m is not None:
-        m = m.float()
-        score_mod = add_mod
-    fn = torch.compile(flex_attention) if q.is_cuda else flex_attention
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        block = None if mask_mod is None else create_block_mask(mask_mod, None, None, s, n_keys, device=q.device)
-        out, lse = fn(q, k, v, block_mask=block, score_mod=score_mod, scale=scale,
-                      enable_gqa=q.shape[1] != k.shape[1], return_lse=True)
-    return out, lse
-
-
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class Backend:
     """One attention backend: `lse` computes (out, lse); `supports(q, op)` says whether it runs op ("lse": unmasked,
@@ -263,9 +136,9 @@ class Backend:
 
 #: the backend table (keyed like transformers' AttentionInterface): eager is the reference and the last resort
 BACKENDS: dict[str, Backend] = {
-    "sdpa": Backend(_sdpa_lse, _sdpa_supports, _sdpa_chunk),
-    "flex": Backend(_flex_lse, lambda q, op: op != "chunk" and _importable("torch.nn.attention.flex_attention")),
-    "flash": Backend(_flash_lse, _flash_supports),
+    "sdpa": Backend(sdpa_lse, sdpa_supports, sdpa_chunk),
+    "flex": Backend(flex_lse, lambda q, op: op != "chunk" and importable("torch.nn.attention.flex_attention")),
+    "flash": Backend(flash_lse, flash_supports),
     "eager": Backend(_eager, lambda q, op: op != "chunk"),
 }
 #: `kernel` value -> backends tried in order for log-sum-exp pieces (eager after them); "auto" and "sdpa" compute
@@ -290,7 +163,7 @@ def _check_case(name: str, op: str, device: torch.device, dtype: torch.dtype, e:
     mask[1] = False
     cases = [(q, k[:, :, :5], v[:, :, :5], False, None), (q, k[:, :, :5], v[:, :, :5], True, None)]
     if op == "masked":
-        cases = [(q, k, v, False, mask), (q, k, v, False, _additive(mask, dtype)), cases[1]]
+        cases = [(q, k, v, False, mask), (q, k, v, False, additive_mask(mask, dtype)), cases[1]]
     for qq, kk, vv, causal, m in cases:
         want_o, want_l = _eager(qq, kk, vv, 0.3, causal, m)
         out, lse = _finish(*BACKENDS[name].lse(qq, kk, vv, 0.3, causal, m), m)
@@ -463,9 +336,9 @@ def kernel_problem(kind: str, device: torch.device | str) -> str | None:
     if kind == "flash":
         if torch.device(device).type != "cuda":
             return "kernel = \"flash\" needs a CUDA device (flash-attn)"
-        if not _importable("flash_attn"):
+        if not importable("flash_attn"):
             return "kernel = \"flash\" needs the flash-attn package (pip install 'gali-harness[flash]')"
-    if kind == "flex" and not _importable("torch.nn.attention.flex_attention"):
+    if kind == "flex" and not importable("torch.nn.attention.flex_attention"):
         return "kernel = \"flex\" needs torch.nn.attention.flex_attention (PyTorch >= 2.5)"
     return None
 
