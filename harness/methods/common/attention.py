@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any, Literal, get_args, overload
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +143,8 @@ BACKENDS: dict[str, Backend] = {
 }
 #: `kernel` value -> backends tried in order for log-sum-exp pieces (eager after them); "auto" and "sdpa" compute
 #: output-only attention with SDPA directly (the model's own kernels)
-KERNELS = ("auto", "sdpa", "flex", "flash", "eager")
+KernelName = Literal["auto", "sdpa", "flex", "flash", "eager"]  #: the type of a method's `params.kernel`
+KERNELS: tuple[str, ...] = get_args(KernelName)
 _ORDER = {"auto": ("flash", "sdpa"), "flash": ("flash", "sdpa"), "sdpa": ("sdpa",), "flex": ("flex",), "eager": ()}
 _VERIFIED: dict[tuple[str, str, str, torch.dtype, int, int], bool] = {}
 
