@@ -86,8 +86,10 @@ def _finish(out: torch.Tensor, lse: torch.Tensor, mask: torch.Tensor | None) -> 
     """Rows without any allowed key: out 0, lse −inf (whatever the backend returned)."""
     if mask is None:
         return out, lse
-    has = _allowed(mask).any(dim=-1)
-    return torch.where(has[..., None], out, torch.zeros_like(out)), torch.where(has, lse, torch.full_like(lse, NEG_INF))
+    empty = ~_allowed(mask).any(dim=-1)
+    if out.device.type == "cpu" and not bool(empty.any()):  # the usual case, checked where a sync costs nothing
+        return out, lse
+    return out.masked_fill_(empty[..., None], 0.0), lse.masked_fill_(empty, NEG_INF)
 
 
 # --- the backends ----------------------------------------------------------------------------------------------------

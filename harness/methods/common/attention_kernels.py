@@ -7,6 +7,7 @@ They are used only after `attention`'s self-check has compared them with the eag
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -96,12 +97,15 @@ def sdpa_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     return (_sdpa_chunk_cpu if q.device.type == "cpu" else sdpa_chunk_cuda)(q, k, v, scale)
 
 
+_CPU_OP = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+_CUDA_OP = hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention")
+
+
 def sdpa_supports(q: torch.Tensor, op: str) -> bool:
     """CPU (the flash-for-CPU op) and CUDA."""
     if q.device.type == "cpu":
-        return hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
-    return q.device.type == "cuda" and (op == "chunk" or hasattr(torch.ops.aten,
-                                                                 "_scaled_dot_product_efficient_attention"))
+        return _CPU_OP
+    return q.device.type == "cuda" and (op == "chunk" or _CUDA_OP)
 
 
 def flash_lse(q, k, v, scale, causal, mask):
@@ -153,6 +157,7 @@ def flex_lse(q, k, v, scale, causal, mask):
     return out, lse
 
 
+@functools.cache
 def importable(module: str) -> bool:
     """Whether `module` can be imported (optional packages: flash-attn, FlexAttention)."""
     try:
