@@ -17,8 +17,8 @@ from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.chunkllama.kernel import DcaKernel
 from harness.methods.chunkllama.positions import check_sizes, dca_sizes
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
-from harness.methods.common.lse import choose_kernel
 
 try:  # gali-check invariants (harness.stages.check is optional for the method itself)
     import harness.methods.chunkllama.checks  # noqa: F401
