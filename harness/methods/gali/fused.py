@@ -14,7 +14,7 @@ import torch
 
 from harness.methods.common.lse import query_blocks
 from harness.methods.gali.kernel import NoiseSpec, grouped_scores, grouped_values
-from harness.methods.gali.noise import FACTOR_BLOCK, SQRT2, FactoredGaussian, NoiseStream
+from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseStream, hash_to_normal
 from harness.methods.gali.sdpa import chunk_attention
 
 
@@ -42,9 +42,8 @@ def add_noise_(scores: torch.Tensor, a: torch.Tensor, n_keys: int, spec: NoiseSp
     mask = r_nonzero.to(torch.float32) if spec.addon_relcoef else torch.ones(width, device=scores.device)
     coef = mask * (float(spec.std_base) / n_keys) if spec.scale_std else mask
     if z is None and spec.kind == "gaussian" and mean is None and spec.scale_std:  # the paper's default: fewest passes
-        z = stream.half_gaussian_scaled(heads, a, b)  # N(0, 1)/√2: the √2 goes into c_b
-        z.mul_(torch.sub(a[:, None], b[None, :]).to(torch.float32))  # exact integer distances a − b
-        return scores.addcmul_(z, coef * SQRT2)
+        std = torch.sub(a[:, None], b[None, :]).to(torch.float32).mul_(coef)  # exact integer distances a − b, [n, K']
+        return scores.addcmul_(stream.gaussian(heads, a, b), std)
     z = stream.standard(spec.kind, heads, a, b) if z is None else z  # [H, n, K']
     if spec.scale_std:  # std = (a − b)·c_b with c_b = mask_b·std_base/K (distance 0: exactly 0)
         z = z * torch.sub(a[:, None], b[None, :]).to(torch.float32) * coef
@@ -69,6 +68,9 @@ def noisy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     n_keys = k.shape[-2]
     qf, kf, vf = (q.float() * scale), k.float(), v.float()
     rmask = r_nonzero.to(q.device)
+    if z is None and splittable(spec, q.device):
+        return split_attention(qf, kf, vf, spec=spec, stream=stream, r_nonzero=rmask,
+                               block_elements=min(block_elements, SPLIT_TILE)).to(v.dtype)
     step = max(1, min(s, block_elements // max(1, bsz * heads * n_keys)))
     out = torch.empty(bsz, heads, s, v.shape[-1], device=q.device, dtype=v.dtype)
     tri = torch.ones(step, step, dtype=torch.bool, device=q.device).triu_(1)  # future keys of a block's rows
@@ -85,6 +87,100 @@ def noisy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
         scores[..., end - n:].masked_fill_(tri[:n, :n], float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         out[..., lo:hi, :] = grouped_values(probs, vf[..., :end, :]).to(v.dtype)
+    return out
+
+
+SPLIT_TILE = 2**20  # explicit scores per tile of `split_attention` (4 MiB in fp32: near the core's cache size)
+SPLIT_ROWS = 32  # at least this many queries per tile: fewer make the score matrix products inefficient
+_FLASH_OK: dict[str, bool] = {}
+
+
+def _flash_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-causal attention of pre-scaled q [b, H, n, d] over k/v [b, Hkv, K, d'] -> (out fp32, lse [b, H, n])."""
+    d, dv = q.shape[-1], v.shape[-1]
+    if d != dv:  # the kernel takes one head size: pad with zeros (no change to scores or values)
+        width = max(d, dv)
+        q, k, v = (torch.nn.functional.pad(x, (0, width - x.shape[-1])) for x in (q, k, v))
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=1.0)[:2]
+    return out[..., :dv], lse
+
+
+def _flash_available(device: torch.device) -> bool:
+    """The CPU flash kernel with log-sum-exp, checked once against explicit attention (GQA, fp32)."""
+    if device.type != "cpu":
+        return False
+    if "cpu" not in _FLASH_OK:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, h, n, 16, generator=gen) for h, n in ((4, 3), (2, 7), (2, 7)))
+        try:
+            out, lse = _flash_lse(q, k, v)
+            scores = q @ k.repeat_interleave(2, 1).transpose(-1, -2)
+            want = torch.softmax(scores, -1) @ v.repeat_interleave(2, 1)
+            _FLASH_OK["cpu"] = bool(torch.allclose(out, want, atol=1e-5)
+                                    and torch.allclose(lse, scores.logsumexp(-1), atol=1e-5))
+        except (RuntimeError, AttributeError):
+            _FLASH_OK["cpu"] = False
+    return _FLASH_OK["cpu"]
+
+
+def splittable(spec: NoiseSpec, device: torch.device) -> bool:
+    """Whether `split_attention` applies: Gaussian noise with no row statistic, zero where r = 0, on CPU flash."""
+    return (spec.kind == "gaussian" and not spec.scale_mean and bool(spec.addon_relcoef)
+            and _flash_available(device))
+
+
+def split_attention(qf: torch.Tensor, kf: torch.Tensor, vf: torch.Tensor, *, spec: NoiseSpec, stream: NoiseStream,
+                    r_nonzero: torch.Tensor, block_elements: int = SPLIT_TILE,
+                    min_rows: int = SPLIT_ROWS) -> torch.Tensor:
+    """`noisy_attention` for noise that is zero where r = 0: fp32 pre-scaled q [b, H, s, d], k/v [b, Hkv, K, d].
+
+    The keys split into two disjoint sets, merged exactly in one softmax per block of queries:
+    * the clean keys before the chunk (r = 0, index < K − s: no noise, visible to every query): one call of the CPU
+      flash kernel for all s queries, which returns (out_c, lse_c);
+    * the noisy keys before the chunk and all of the chunk's own keys: explicit score tiles (noise drawn only for
+      these keys, zero where r = 0, the causal triangle on each block's own columns). They are laid out once as
+      [zero key, noisy keys, chunk keys], so each block's keys are a contiguous prefix; the zero key's column is
+      overwritten with lse_c, so the tile's softmax gives the final probabilities and, in that column, out_c's weight.
+    Noise values are the same pure function of (a, b) as everywhere else; only the float rounding of the merge
+    depends on the block size.
+    """
+    bsz, heads, s, d = qf.shape
+    n_keys, dev = kf.shape[-2], qf.device
+    first = n_keys - s  # token index of query 0
+    before = r_nonzero[:first]
+    noisy, clean = torch.nonzero(before).flatten(), torch.nonzero(~before).flatten()
+    zero = kf.new_zeros(bsz, kf.shape[1], 1, d)
+    k_ex = torch.cat([zero, kf.index_select(2, noisy), kf[..., first:, :]], dim=2)
+    v_ex = torch.cat([vf.new_zeros(bsz, vf.shape[1], 1, vf.shape[-1]), vf.index_select(2, noisy), vf[..., first:, :]],
+                     dim=2)
+    idx = torch.cat([noisy, torch.arange(first, n_keys, device=dev)])  # token index of each explicit key
+    coef = float(spec.std_base) / n_keys if spec.scale_std else 1.0
+    mask = torch.cat([torch.ones(len(noisy), device=dev), r_nonzero[first:].to(torch.float32)]).mul_(coef)
+    cols, idx_f = stream.cols(idx), idx.to(torch.float32)
+    n_pre = len(noisy)
+    out_c = lse_c = None
+    if len(clean):
+        out_c, lse_c = _flash_lse(qf, kf.index_select(2, clean), vf.index_select(2, clean))
+    out = torch.empty(bsz, heads, s, vf.shape[-1], device=dev)
+    step = min(s, max(min_rows, block_elements // max(1, bsz * heads * (n_pre + s + 1))))
+    tri = torch.ones(step, step, dtype=torch.bool, device=dev).triu_(1)
+    for lo, hi in query_blocks(s, step):
+        n, width = hi - lo, n_pre + hi  # explicit keys of this block: columns 1..width
+        a = torch.arange(first + lo, first + hi, device=dev)
+        scores = grouped_scores(qf[..., lo:hi, :], k_ex[..., :width + 1, :])  # [b, H, n, width + 1]
+        z = hash_to_normal(NoiseStream.mix(stream.rows(heads, a), cols[:width]))  # [H, n, width]
+        if spec.scale_std:  # std = (a − b)·c_b, exact integer distances (the triangle's negative ones are masked)
+            std = torch.sub(a.to(torch.float32)[:, None], idx_f[None, :width]).mul_(mask[:width])
+        else:
+            std = mask[:width].expand(n, width)
+        scores[..., 1:].addcmul_(z, std)
+        scores[..., width + 1 - n:].masked_fill_(tri[:n, :n], float("-inf"))
+        scores[..., 0] = float("-inf") if lse_c is None else lse_c[..., lo:hi]
+        probs = torch.softmax(scores, dim=-1)
+        blk = grouped_values(probs, v_ex[..., :width + 1, :])
+        if out_c is not None:
+            blk.addcmul_(probs[..., :1], out_c[..., lo:hi, :])
+        out[..., lo:hi, :] = blk
     return out
 
 
