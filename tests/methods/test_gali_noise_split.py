@@ -62,6 +62,8 @@ def test_hash_bits_are_uniform_and_neighbours_independent():
     for other in (q[1:, :-1], q[:-1, 1:], q[1:, 1:]):
         pairs = q[:-1, :-1] * 8 + other
         assert _chi_square(torch.bincount(pairs.flatten(), minlength=64).double()) < 103.4
+    assert torch.equal(stream.col_range(300), stream.cols(torch.arange(300)))  # the kept column hashes
+    assert torch.equal(stream.col_range(5000), stream.cols(torch.arange(5000)))  # ... grown
     z = stream.gaussian(2, a, b)
     for x, y in ((z[:, 1:], z[:, :-1]), (z[:, :, 1:], z[:, :, :-1]), (z[0], z[1])):
         assert abs(float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1])) < 0.01
@@ -87,7 +89,7 @@ def test_split_attention_equals_the_full_tile_path(monkeypatch, kind, s):
     monkeypatch.setitem(fused._FLASH_OK, "cpu", False)  # the full-tile path: one explicit tile, all keys
     assert not splittable(spec, q.device)
     want = noisy_attention(q, k, v, scale, spec=spec, stream=NoiseStream(6, 2), r_nonzero=r_nonzero)
-    assert (got - want).abs().max() < 2e-6
+    assert (got - want).abs().max() < 1e-5  # float rounding of the merge only (outputs are O(1))
 
 
 @pytest.mark.parametrize("scale_std", [1, 0])
@@ -119,4 +121,4 @@ def test_split_attention_with_other_value_size_and_no_noise():
     scores = (q @ k.repeat_interleave(H // HKV, 1).transpose(-1, -2)) * D ** -0.5
     causal = torch.arange(n_keys)[None, :] <= torch.arange(n_keys - s, n_keys)[:, None]
     want = torch.softmax(scores.masked_fill(~causal, -math.inf), -1) @ v.repeat_interleave(H // HKV, 1)
-    assert (got - want).abs().max() < 2e-6
+    assert (got - want).abs().max() < 2e-5  # float rounding only (logits of size ~10)

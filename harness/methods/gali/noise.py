@@ -82,6 +82,7 @@ class NoiseStream:
         key = splitmix64(splitmix64(splitmix64(int(seed) & _M64) ^ (int(layer) & _M64)) ^ int(salt))
         self.row_key = key & _M32
         self.col_key = (key >> 32) & _M32
+        self._col_memo: dict[str, torch.Tensor] = {}  # column hashes of 0..n−1 per device (pure: safe to keep)
 
     def rows(self, heads: int, a: torch.Tensor) -> torch.Tensor:
         """int32 [heads, n] row hashes of query token indices a [n]."""
@@ -92,6 +93,14 @@ class NoiseStream:
     def cols(self, b: torch.Tensor) -> torch.Tensor:
         """int32 [n] column hashes of key token indices b [n]."""
         return _as_int32(_fmix32(_fmix32(self.col_key + b.to(torch.int64) * 0x85EBCA77)))
+
+    def col_range(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """`cols(arange(n))`, kept and grown across calls (decode steps ask for one more key each time)."""
+        memo = self._col_memo.get(str(device))
+        if memo is None or memo.shape[0] < n:
+            memo = self.cols(torch.arange(max(n, 2 * memo.shape[0] if memo is not None else n), device=device))
+            self._col_memo[str(device)] = memo
+        return memo[:n]
 
     @staticmethod
     def mix(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
