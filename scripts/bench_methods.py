@@ -9,10 +9,16 @@ automatically; `--methods` picks a subset and `--param gali.noise_type=gaussian`
 `--variant gali-noise=gali:noise_type=gaussian` adds a row label running a method with other params (repeatable,
 `KEY=VALUE` pairs separated by commas), so GALI with and without noise are measured in the same run.
 
-CPU, GALI noise on/off and every method (docs/bench/cpu-tiny-noise.md):
-    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 8192,16384 --threads 1 --rounds 2 \\
-        --variant gali-noise=gali:noise_type=gaussian \\
-        --variant gali-noise-factored=gali:noise_type=gaussian,noise_sampler=factored --tag cpu-tiny-noise
+CPU, GALI noise on/off and every method (docs/bench/cpu-tiny-noise.md; on a busy machine one run per length, in
+parallel, then merged — each run measures `original` at its length, so every ratio is still within one run):
+    V="--variant gali-noise=gali:noise_type=gaussian \\
+       --variant gali-noise-factored=gali:noise_type=gaussian,noise_sampler=factored"
+    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 8192,16384 --threads 1 --rounds 1 $V \\
+        --out /tmp/b8 --tag cpu-tiny-noise  # stopped once its 8k rows are written (params see the longest length)
+    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 16384 --threads 1 --rounds 1 $V --out /tmp/b16 \\
+        --tag cpu-tiny-noise
+    .venv/bin/python scripts/bench_methods.py --merge /tmp/b8/cpu-tiny-noise.md /tmp/b16/cpu-tiny-noise.md \\
+        --tag cpu-tiny-noise
 
 CPU, tiny random Llama (2 layers, hidden 256, window 4096) — the committed table (1 thread: steadier on a
 shared machine):
@@ -313,6 +319,35 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, t
     (out / f"{tag}.md").write_text("\n".join(lines) + "\n")
 
 
+def merge_runs(tables: list[Path], out: Path, tag: str) -> int:
+    """Rows of several runs (`<name>.md` + `<name>.csv`) as one table; the header lists each run's own header."""
+    rows: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {}
+    for i, md in enumerate(tables, 1):
+        for line in md.read_text().splitlines():
+            if line.startswith("- ") and ": " in line and not line.startswith("- gali"):
+                key, _, value = line[2:].partition(": ")
+                if key in ("date", "model", "window M", "dtype", "device", "decode tokens", "repeats", "rounds"):
+                    meta[f"run {i} {key}" if key == "date" else key] = value
+                elif key not in meta:
+                    meta[key] = value
+            if line.startswith("Parameters"):
+                break
+        with md.with_suffix(".csv").open() as fh:
+            for r in csv.DictReader(fh):
+                row: dict[str, Any] = {"run": i, "method": r["method"], "length": int(r["length"]),
+                                       "params": json.loads(r["params"] or "{}")}
+                for k, v in r.items():
+                    if k in ("method", "length", "params") or k.endswith("_x") or v == "":
+                        continue
+                    row[k] = v == "True" if k == "finite" else (v if k == "error" else float(v))
+                rows.append(row)
+    meta["merged"] = "; ".join(f"run {i}: L = {', '.join(sorted({str(r['length']) for r in rows if r['run'] == i}))}"
+                               for i in range(1, len(tables) + 1))
+    write_outputs(rows, meta, out, tag)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -335,11 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=1800, help="seconds per (method, length) measurement")
     p.add_argument("--out", default=str(REPO / "docs" / "bench"))
     p.add_argument("--tag", default="bench")
+    p.add_argument("--merge", nargs="+", metavar="MD", default=None,
+                   help="combine the tables of earlier runs (their .md and .csv, e.g. one run per length) into "
+                        "<out>/<tag>.{csv,md}; ratios stay those of each run's own `original` at each length")
     args = p.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
 
+    if args.merge:
+        return merge_runs([Path(x) for x in args.merge], Path(args.out), args.tag)
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from harness.methods.base import METHODS

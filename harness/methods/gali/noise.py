@@ -11,7 +11,7 @@ x = A[h, a] ^ B[b] is finished by two multiply–xorshift rounds in int32 (wrapp
 bits of x. Gaussian values take the top 16 bits i and read `normal_table()[i]` = √2·erfinv((2i + 1)/2^16 − 1), the
 exact inverse normal CDF at the centre of the i-th of 2^16 equiprobable bins (computed once in float64, so every
 device reads the same fp32 values): a discrete N(0, 1) whose Kolmogorov distance to the continuous one is at most
-2^-17, |z| ≤ 4.42 (a table read instead of an erfinv per element). The statistics are the reference's
+2^-17, |z| ≤ 4.33 (a table read instead of an erfinv per element). The statistics are the reference's
 (`noise_for_block`): distribution, std rule, row mean / max scaling and the `addon_relcoef` mask.
 
 `FactoredGaussian` is the fast alternative (`noise_sampler = "factored"`): z[a, b] = <u(a), w(β(a), b)> with u(a) a
@@ -153,17 +153,16 @@ class FactoredGaussian:
         """Key factors w(block, b) of keys b = 0..n_keys−1: fp32 [r, n_keys], iid N(0, 1).
 
         The latest block's factors are kept in a growing buffer (a decode step draws only the new key's)."""
-        memo, start = self._memo, 0
+        memo, start, buf = self._memo, 0, None
         if memo is not None and memo[0] == block and memo[1] == str(device):
-            start = memo[2]
+            start, buf = memo[2], memo[3]
             if start >= n_keys:
-                return memo[3][:, :n_keys]
+                return buf[:, :n_keys]
         rows = block * self.rank + torch.arange(self.rank, device=device)
         new = self._w.gaussian(1, rows, torch.arange(start, n_keys, device=device))[0]
-        buf = memo[3] if start else None
         if buf is None or buf.shape[1] < n_keys:
             grown = torch.empty(self.rank, n_keys + max(64, n_keys // 8), device=device)
-            if start:
+            if buf is not None and start:
                 grown[:, :start] = buf[:, :start]
             buf = grown
         buf[:, start:n_keys] = new
