@@ -301,7 +301,7 @@ def run_checks(cfg: Any, max_len: int | None = None) -> tuple[list[CheckResult],
     long_len = cfg.max_pe if cfg.max_pe and cfg.max_pe > m else 2 * m
     if max_len:
         long_len = max(m + 2, min(long_len, max_len))
-    ids = _token_ids(int(model.config.vocab_size), 2 * max(m + 1, long_len // 2) + 1, int(cfg.seed))
+    ids = _token_ids(int(model.config.get_text_config().vocab_size), 2 * max(m + 1, long_len // 2) + 1, int(cfg.seed))
     n_in = min(m, long_len)
     base = Engine(model, tokenizer, Method(None, cfg), device)
     reference = {"nll": torch.from_numpy(base.token_nll(ids[:n_in])), "logits": base.prefill(ids[:n_in])[1],

@@ -4,7 +4,8 @@ Three checks at a short length inside the pre-trained window (`probe_length`: at
 fixed random token ids:
 
 * `chunked_prefill_equals_one_shot` — the prompt fed in 4 chunks through the KV cache gives the logits of one
-  forward, and the cache then holds every token (the cache is written and read);
+  forward, and the cache then holds every token, or `Method.cache_capacity` tokens for a bounded cache (the cache
+  is written and read);
 * `equals_original` — for a method that must equal the unmodified model up to `Method.exact_length` tokens, its
   logits there equal the original model's (computed on the same weights before the method was applied);
 * `cached_decode_equals_recomputation` — one cached decode step gives the logits of a fresh forward of the same
@@ -128,7 +129,7 @@ def _check(name: str, got: torch.Tensor, want: torch.Tensor, model: torch.nn.Mod
 
 def reference_logits(engine: Engine, n: int, seed: int = PROBE_SEED) -> torch.Tensor:
     """Logits of every position of the unmodified model on the probe ids (call before `method.apply`)."""
-    ids = probe_ids(int(engine.model.config.vocab_size), n, seed)
+    ids = probe_ids(int(engine.model.config.get_text_config().vocab_size), n, seed)
     return engine.step(ids, engine.new_cache())
 
 
@@ -138,16 +139,18 @@ def run_preflight(engine: Engine, info: ModelInfo, reference: torch.Tensor | Non
     t0 = time.perf_counter()
     model, method = engine.model, engine.method
     n = probe_length(info)
-    probe = _Probe(engine, probe_ids(int(model.config.vocab_size), n, seed), seed)
+    probe = _Probe(engine, probe_ids(int(model.config.get_text_config().vocab_size), n, seed), seed)
     report = PreflightReport(method.name or "original", n, transformers.__version__)
     with torch.inference_mode():
         one = probe.one_shot(n)
         cache = probe.fresh()
         bounds = [round(i * n / PROBE_CHUNKS) for i in range(PROBE_CHUNKS + 1)]
         chunked = torch.cat([engine.step(probe.ids[a:b], cache) for a, b in zip(bounds, bounds[1:])])
-        held = int(cache.get_seq_length())
+        held, cap = int(cache.get_seq_length()), method.cache_capacity(info)
+        want = n if cap is None else min(n, cap)  # a bounded cache (StreamingLLM) keeps at most its capacity
         report.checks.append(_check("chunked_prefill_equals_one_shot", chunked, one, model,
-                                    f"the KV cache holds {held} of {n} tokens", extra_ok=held == n))
+                                    f"the KV cache holds {held} of {n} tokens (expected {want})",
+                                    extra_ok=held == want))
         exact = method.exact_length(info)
         if exact is not None and exact >= 2 and reference is not None:
             m = min(exact, n, reference.shape[0])

@@ -7,27 +7,32 @@ attention): window keys keep their true relative distance, and sink j is seen fr
 min(i, sinks + window − 1), i.e. at distance min(i, sinks + window − 1) − j. For L <= sinks + window nothing is evicted
 and the method is the unmodified model.
 
-What is bounded: the keys each query reads (sinks + window) and the attention's working memory. The harness's KV
-cache (transformers' DynamicCache, which has no public sink-cache in 5.23 / 5.25) still stores every key; see
-docs/methods/streaming.md.
+Memory: the KV cache is `SinkWindowCache` (harness.methods.common.cache), which keeps the sinks and the last
+`window` tokens of every layer and drops the rest, so it holds at most sinks + window tokens whatever the length.
+Positions are cache slots (the cache holds un-rotated keys; the kernel rotates each by its slot at every forward).
+Prompts are prefilled in chunks of max(window, PREFILL_CHUNK) tokens (a given `stride` overrides it): a forward
+holds at most sinks + window + chunk keys per layer. See docs/methods/streaming.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.banded import PositionTable, identity_check
+from harness.methods.common.cache import SinkWindowCache, cache_nbytes, decoder_layer_count
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
 
 OFFICIAL_SINKS = 4  # start_size of the official examples
 OFFICIAL_RECENT = 2000  # recent_size of examples/run_streaming_llama.py (Llama-2, 4K window)
+PREFILL_CHUNK = 512  # tokens per prefill forward at least (max(window, this)): bounds a forward's keys and activations
 
 
 @dataclass
@@ -46,17 +51,14 @@ def streaming_window(params: StreamingLLMParams, original_window: int) -> int:
     return max(1, min(OFFICIAL_RECENT, original_window - params.sinks))
 
 
-def streaming_relative(i: int, j: int, sinks: int, window: int) -> int | None:
-    """Relative position StreamingLLM gives key j from query i (None: evicted, not attended)."""
-    if i - j < window:
-        return i - j
-    if j < sinks:
-        return min(i, sinks + window - 1) - j
-    return None
-
-
 class StreamingLLMKernel:
-    """Band of `window` keys at their true distance + `sinks` starting keys seen from cache slot min(i, S + W − 1)."""
+    """Band of `window` keys at their true distance + `sinks` starting keys seen from cache slot min(i, S + W − 1).
+
+    Positions are indices into the keys of the forward. With every token cached (DynamicCache) an index is the
+    token's position; with `SinkWindowCache` it is its cache slot (sinks first, then the contiguous recent tokens):
+    once a token was evicted every query sits at slot >= S + W, so its sinks are at distance S + W − 1 − j and its
+    window keys at their true distance either way: both caches give the same attention.
+    """
 
     def __init__(self, tables: Any, sinks: int, window: int):
         self.tables, self.sinks, self.window = tables, sinks, window
@@ -70,25 +72,18 @@ class StreamingLLMKernel:
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sink_band_attention(q, k, v, self.sinks, self.window, self.table, self.tables.rotate,
-                                   self._sink_q, self._sink_k, module.scaling)
+                                   self._sink_q, self._sink_k, cast(float, module.scaling))
 
 
 @METHODS.register
-class StreamingLLM(Method):
+class StreamingLLM(Method[StreamingLLMParams]):
     """StreamingLLM: attention sinks + sliding window, positions within the cache."""
 
     name = "streaming_llm"
     aliases = ("streamingllm",)
-    Params = StreamingLLMParams
-    description = "StreamingLLM: attention sinks + sliding window (positions within the cache)"
 
     @classmethod
-    def validate(cls, params: StreamingLLMParams, cfg: Any, window: int | None) -> None:
-        if params.sinks < 0:
-            raise ConfigError("params.sinks", f"must be >= 0, got {params.sinks}", "use 4 (official start_size)")
-        if params.window is not None and params.window < 1:
-            raise ConfigError("params.window", f"must be >= 1, got {params.window}",
-                              "leave it out for min(2000, M − sinks), or use a value below the model's window")
+    def validate(cls, params: StreamingLLMParams, cfg: ExperimentConfig, window: int | None) -> None:
         if window and params.sinks + streaming_window(params, window) > window:
             raise ConfigError("params.window", f"sinks + window = {params.sinks} + "
                               f"{streaming_window(params, window)} exceeds the model's window {window}: cache "
@@ -106,10 +101,51 @@ class StreamingLLM(Method):
         self.kernel = StreamingLLMKernel(RopeTables(model), self.params.sinks, w)
         install_kernel(model, self.kernel)
 
+    def _kernel(self) -> StreamingLLMKernel:
+        kernel = getattr(self, "kernel", None)
+        if kernel is None:
+            raise RuntimeError("StreamingLLM.apply(model, info) must run before the cache is used")
+        return kernel
+
+    def make_cache(self, model_config: Any) -> SinkWindowCache:
+        """The attention-sink cache: sinks + window tokens per layer, the middle evicted."""
+        k = self._kernel()
+        return SinkWindowCache(k.sinks, k.window, decoder_layer_count(model_config))
+
+    def cache_capacity(self, info: ModelInfo) -> int | None:
+        return self._kernel().sinks + self._kernel().window
+
+    def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]:
+        """Chunks of `stride`, else of max(window, PREFILL_CHUNK): a forward's working memory stays bounded."""
+        if stride is None and getattr(self, "kernel", None) is not None:
+            stride = max(self.kernel.window, PREFILL_CHUNK)
+        return super().prefill_chunks(n_tokens, stride)
+
     def exact_length(self, info: ModelInfo) -> int | None:
         """While L <= sinks + window nothing is evicted: the unmodified model."""
         return min(self.kernel.sinks + self.kernel.window, info.original_window)
 
     def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: equals the unmodified model while nothing is evicted."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_without_eviction")]
+        """gali-check: equals the unmodified model while nothing is evicted; the KV cache stays at sinks + window."""
+        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_without_eviction"),
+                self._cache_check(ctx)]
+
+    @torch.inference_mode()
+    def _cache_check(self, ctx: Any) -> tuple[str, bool | None, str]:
+        """At L = long_len / 2 and long_len: prefill L − 1 tokens and decode one. The cache then holds min(L, S + W)
+        tokens (the same bytes at both lengths once both exceed S + W), and the decoded logits equal one forward of
+        the L tokens over a cache that keeps every token (transformers' DynamicCache)."""
+        cap = self._kernel().sinks + self._kernel().window
+        rows, ok = [], True
+        for n in sorted({max(2, ctx.long_len // 2), ctx.long_len}):
+            ctx.reseed()
+            cache, _ = ctx.engine.prefill(ctx.ids[:n - 1])
+            got = ctx.engine.step([ctx.ids[n - 1]], cache)[-1]
+            want = ctx.engine.step(ctx.ids[:n], Method.make_cache(self, ctx.model.config))[-1]
+            d, held = float((got - want).abs().max()), int(cache.get_seq_length())
+            ok = ok and held == min(n, cap) and d <= ctx.tolerance(float(want.abs().max()))
+            rows.append((n, held, cache_nbytes(cache), d))
+        ok = ok and len({size for n, _, size, _ in rows if n >= cap}) <= 1
+        detail = "; ".join(f"L={n}: {held} tokens, {size / 2**20:.2f} MiB, max|Δlogit| {d:.2e} vs every token kept"
+                           for n, held, size, d in rows)
+        return "kv_cache_bounded", ok, f"{detail} (capacity sinks + window = {cap})"
