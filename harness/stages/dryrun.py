@@ -11,8 +11,7 @@ import json
 import logging
 from typing import Any
 
-from harness.methods.chunkllama.positions import dca_sizes
-from harness.methods.common.frequency import resolve_factor
+from harness.methods.base import METHODS
 from harness.model.loading import load_tokenizer
 from harness.stages.resolve import RunPlan
 from harness.stages.run import work_summary
@@ -25,13 +24,9 @@ def resolved_view(plan: RunPlan) -> dict[str, Any]:
     """The resolved config with the values a run derives (method parameters left to their default) filled in."""
     cfg, window = plan.cfg, plan.window
     view = cfg.to_dict()
-    if "factor" in cfg.params and cfg.params.get("factor") is None:
-        factor = resolve_factor(plan.params, cfg, window)
-        if factor is not None:
-            view["params"] = {**view["params"], "factor": factor}
-    if cfg.method == "chunkllama" and window and None in (cfg.params.get("chunk_size"), cfg.params.get("local_window")):
-        size, local, _ = dca_sizes(window, cfg.params.get("chunk_size"), cfg.params.get("local_window"))
-        view["params"] = {**view["params"], "chunk_size": size, "local_window": local}  # 3M/4 and M/16 defaults
+    derived = METHODS.get(cfg.method).derived_params(plan.params, cfg, window)
+    if derived:
+        view["params"] = {**view["params"], **derived}
     return view
 
 
@@ -47,9 +42,10 @@ def derived_lines(plan: RunPlan) -> list[str]:
         factor = view.get("factor")
         how = "set" if cfg.params.get("factor") is not None else "max_pe / M"
         lines.append(f"# factor = {factor if factor is not None else 'unknown (needs M and max_pe)'} ({how})")
-    for key in ("chunk_size", "local_window"):
-        if cfg.method == "chunkllama" and cfg.params.get(key) is None and view.get(key) is not None:
-            lines.append(f"# {key} = {view[key]} (default for M)")
+    derived = METHODS.get(cfg.method).derived_params(plan.params, cfg, window)
+    for key, value in derived.items():
+        if key != "factor":
+            lines.append(f"# {key} = {value} (default for M)")
     return lines
 
 

@@ -25,7 +25,8 @@ from typing import Any
 from harness.core import params as P
 from harness.core.errors import ConfigError, HarnessError
 from harness.core.results import ExperimentDir, write_json
-from harness.stages.plots import file_stem, ppl_curve
+from harness.stages.plots import file_stem
+from harness.tasks.base import collect_task
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,16 @@ def flat_metrics(scores: dict[str, Any]) -> dict[str, float]:
     for key, value in (scores.get("speed") or {}).items():
         if num(value) is not None:
             out[f"speed/{key}"] = num(value)  # type: ignore[assignment]
-    if scores.get("task") == "pg19":
-        for subset, metrics in (scores.get("subsets") or {}).items():
-            for length, ppl in ppl_curve(metrics.get("ppl") or {}):
-                out[f"ppl_at_{length}/{subset}"] = ppl
+    task = collect_task(str(scores.get("task", "")))
+    for subset, metrics in (scores.get("subsets") or {}).items():
+        row = None if metrics.get("by_length") else task.length_row(metrics)  # by_length is logged above
+        if row is None:
+            continue
+        name, values = row
+        for length, value in values.items():
+            number = num(value)
+            if number is not None:
+                out[f"{name}_at_{length}/{subset}"] = number
     return {k.replace(" ", "_"): v for k, v in out.items()}
 
 

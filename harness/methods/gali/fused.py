@@ -100,18 +100,13 @@ _FLASH_OK: dict[str, bool] = {}
 
 def _flash_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of pre-scaled q [b, H, n, d] over k/v [b, Hkv, K, d'] -> (out fp32, lse [b, H, n]); `causal`:
-    query i sees keys 0..i (top-left)."""
-    d, dv = q.shape[-1], v.shape[-1]
-    if d != dv:  # the kernel takes one head size: pad with zeros (no change to scores or values)
-        width = max(d, dv)
-        q, k, v = (torch.nn.functional.pad(x, (0, width - x.shape[-1])) for x in (q, k, v))
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=1.0)[:2]
-    return out[..., :dv], lse
+    """Attention of pre-scaled q [b, H, n, d] over k/v [b, Hkv, K, d'] -> (out fp32, lse [b, H, n]) by the one
+    attention function (its fastest exact backend); `causal`: query i sees keys 0..i (n == K)."""
+    return attention(q, k, v, 1.0, causal=causal, return_lse=True, kernel="auto")
 
 
 def _flash_available(device: torch.device) -> bool:
-    """The CPU flash kernel with log-sum-exp, checked once against explicit attention (GQA, fp32)."""
+    """Attention with log-sum-exp on CPU, checked once against explicit attention (GQA, fp32)."""
     if device.type != "cpu":
         return False
     if "cpu" not in _FLASH_OK:
