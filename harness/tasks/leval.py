@@ -39,7 +39,7 @@ from harness.tasks.prompting import (
     require_reference_family,
     stop_token_ids,
 )
-from harness.tasks.scoring.leval_metrics import score_leval_task
+from harness.tasks.scoring.leval_score import score_leval_task
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from harness.tasks._common import middle_truncate, prediction_text, table
 from harness.tasks.base import TASKS, Example, Task
 from harness.tasks.figures import bars
 from harness.tasks.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
-from harness.tasks.scoring.longbench_metrics import DATASET2COUNT, DATASET2METRIC, score_dataset, score_longbench_e
+from harness.tasks.scoring.longbench_metrics import DATASET2COUNT, DATASET2METRIC
+from harness.tasks.scoring.longbench_score import score_dataset, score_longbench_e
 
 log = logging.getLogger(__name__)
 

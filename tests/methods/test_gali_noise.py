@@ -10,8 +10,8 @@ import torch
 
 from harness.methods.common.attention import attention
 from harness.methods.gali.fused import add_noise_, factored_attention, noisy_attention
-from harness.methods.gali.kernel import NoiseSpec, make_plan, noise_for_block, run_plan
-from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseStream
+from harness.methods.gali.kernel import make_plan, run_plan
+from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseSpec, NoiseStream, noise_for_block
 from harness.methods.gali.positions import positions
 from harness.methods.gali.runtime import GaliKernel
 from tests.methods.helpers import MOD, Tables

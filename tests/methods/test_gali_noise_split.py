@@ -11,8 +11,7 @@ import torch
 
 from harness.methods.gali import fused
 from harness.methods.gali.fused import noisy_attention, split_attention, splittable
-from harness.methods.gali.kernel import NoiseSpec
-from harness.methods.gali.noise import NORMAL_BITS, NoiseStream, normal_table
+from harness.methods.gali.noise import NORMAL_BITS, NoiseSpec, NoiseStream, normal_table
 from tests.methods.test_gali_attention import HKV, D, H, random_qkv
 
 

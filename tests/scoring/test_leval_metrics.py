@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from harness.tasks.scoring import leval_metrics as le
+from harness.tasks.scoring import leval_score as les
 from harness.tasks.scoring.leval_strict import (
     process_math_strict,
     process_output_code_strict,
@@ -67,7 +68,7 @@ def test_gsm_the_answer_is_scoring():
         {"gt": "The answer is 10", "pred": "I think 12\n\nThe answer is 10", "evaluation": "exam"},
     ]
     # row 1: 72 vs 72 → 1; row 2: "The answer is 10" found anywhere → 10 vs 10 → 1
-    out = le.score_leval_task("gsm100", rows)
+    out = les.score_leval_task("gsm100", rows)
     assert out["gsm100"]["exact_match"] == 100.0
     assert out["gsm100"]["mean_prediction_length_characters"] == 2.0  # parsed predictions "72" and "10"
 
@@ -150,21 +151,21 @@ def _rows(pairs, **extra):
 def test_ordinary_task_metrics():
     rows = _rows([("A", "A"), ("B", "Based on it"), ("C", "D"), ("D", "")])
     # parsed preds "A", "B" (first capital anywhere), "D", "None": EM = 100 * 2 / 4; lengths 1+1+1+4 = 7 → 1.75
-    assert le.score_leval_task("quality", rows) == {"quality": {
+    assert les.score_leval_task("quality", rows) == {"quality": {
         "exact_match": 50.0, "num_predicted": 4, "mean_prediction_length_characters": 1.75, "LEval_score": 50.0}}
 
 
 def test_coursera_partial_credit_and_rounding():
     rows = _rows([("AC", "A"), ("B", "B"), ("D", "C")])
     # 0.25 + 1 + 0 = 1.25 of 3 → 41.66666… → 41.6667
-    m = le.score_leval_task("coursera", rows)["coursera"]
+    m = les.score_leval_task("coursera", rows)["coursera"]
     assert m["exact_match"] == 41.6667 and m["LEval_score"] == 41.6667
 
 
 def test_topic_split_by_index_mod_3():
     pairs = [("Dinosaurs", "The topic is dinosaurs"), ("Rome", "Rome"), ("Ships", "trains"),
              ("Cats", "cats"), ("Moon", "sun"), ("Tea", "coffee")]
-    out = le.score_leval_task("topic_retrieval_longchat", _rows(pairs))
+    out = les.score_leval_task("topic_retrieval_longchat", _rows(pairs))
     # slot 1 (rows 0, 3): both right (lower-cased substring) → 100; slot 2 (rows 1, 4): 50; slot 3 (rows 2, 5): 0
     assert out["topic_retrieval_longchat_1"]["exact_match"] == 100.0
     assert out["topic_retrieval_longchat_2"]["exact_match"] == 50.0
@@ -177,7 +178,7 @@ def test_topic_split_by_index_mod_3():
 def test_topic_skipped_rows_keep_their_index_slot():
     rows = _rows([("a1", "a1"), ("b1", "x"), ("c1", "x"), ("a2", "a2")])
     rows[1]["evaluation"] = "llm"  # skipped, but still consumes index 1
-    out = le.score_leval_task("topic_retrieval_longchat", rows)
+    out = les.score_leval_task("topic_retrieval_longchat", rows)
     assert out["topic_retrieval_longchat_1"]["num_predicted"] == 2  # rows 0 and 3
     assert out["topic_retrieval_longchat_2"]["num_predicted"] == 0  # empty slot: defined 0.0 (reference crashes)
     assert out["topic_retrieval_longchat_3"]["num_predicted"] == 1
@@ -187,7 +188,7 @@ def test_min_prefill_len_subset_keeps_topic_slots():
     rows = _rows([("a", "a"), ("b", "b"), ("c", "x"), ("d", "d")])
     for row, n in zip(rows, [10, 5000, 5000, 5000]):
         row["prefill_len"] = n
-    out = le.score_leval_task("topic_retrieval_longchat", rows, min_prefill_len=4096)
+    out = les.score_leval_task("topic_retrieval_longchat", rows, min_prefill_len=4096)
     assert out["topic_retrieval_longchat_1"]["num_predicted"] == 1  # only row 3 remains in slot 1
     assert out["topic_retrieval_longchat_3"]["exact_match"] == 0.0
 
@@ -195,7 +196,7 @@ def test_min_prefill_len_subset_keeps_topic_slots():
 def test_sci_fi_loyalty_fact_split():
     rows = _rows([("True [fact: False]", "True [fact: False]"),
                   ("False [fact: True]", "I believe it's true. [fact: true]")])
-    out = le.score_leval_task("sci_fi", rows)
+    out = les.score_leval_task("sci_fi", rows)
     # loyalty: true/true → 1, false vs true → 0 → 50; fact: false/false → 1, true/true → 1 → 100; mean 75
     assert out["sci_fi_loyalty"]["exact_match"] == 50.0
     assert out["sci_fi_loyalty"]["mean_prediction_length_characters"] == 4.0  # "true", "true"
@@ -205,24 +206,24 @@ def test_sci_fi_loyalty_fact_split():
 
 def test_codeu_task_routing_and_prediction_key():
     rows = [{"gt": "[1, 2]", "llama_pred": "Output: [1, 2]", "evaluation": "exam"}]
-    assert le.score_leval_task("codeU", rows)["codeU"]["exact_match"] == 100.0
+    assert les.score_leval_task("codeU", rows)["codeU"]["exact_match"] == 100.0
 
 
 def test_routing_uses_task_name_not_path():
     # an experiment path containing "coursera" cannot turn quality into the multi-answer parser any more
-    assert le._route("quality") == "mc" and le._route("gsm100") == "math" and le._route("codeU") == "code"
-    assert le._route("topic_retrieval_longchat") == "topic" and le._route("sci_fi") == "judge"
-    assert le._route("narrative") == "raw"
+    assert les._route("quality") == "mc" and les._route("gsm100") == "math" and les._route("codeU") == "code"
+    assert les._route("topic_retrieval_longchat") == "topic" and les._route("sci_fi") == "judge"
+    assert les._route("narrative") == "raw"
 
 
 def test_empty_rows():
-    assert le.score_leval_task("quality", []) == {}
+    assert les.score_leval_task("quality", []) == {}
 
 
 def test_strict_mode_changes_only_parsing():
     rows = _rows([("C", "Based on the text, C"), ("B", "B")])
-    assert le.score_leval_task("quality", rows)["quality"]["exact_match"] == 50.0  # "Based" → B
-    assert le.score_leval_task("quality", rows, strict=True)["quality"]["exact_match"] == 100.0
+    assert les.score_leval_task("quality", rows)["quality"]["exact_match"] == 50.0  # "Based" → B
+    assert les.score_leval_task("quality", rows, strict=True)["quality"]["exact_match"] == 100.0
 
 
 def test_strict_parsers():
@@ -239,13 +240,13 @@ def test_task_means_are_not_rounded_again():
     # topic: slot 1 = 1/3 right → 33.3333, slots 2 and 3 all right → 100.0 each
     pairs = [("a", "a"), ("b", "b"), ("c", "c"), ("d", "x"), ("e", "e"), ("f", "f"), ("g", "x"), ("h", "h"),
              ("i", "i")]
-    out = le.score_leval_task("topic_retrieval_longchat", _rows(pairs))
+    out = les.score_leval_task("topic_retrieval_longchat", _rows(pairs))
     assert out["topic_retrieval_longchat_1"]["exact_match"] == 33.3333
     assert out["topic_retrieval_longchat"]["LEval_score"] == (33.3333 + 100.0 + 100.0) / 3  # 77.77776666…
     assert out["topic_retrieval_longchat"]["LEval_score"] != 77.7778
     # sci_fi: loyalty 1/3 right → 33.3333, fact all right → 100.0: mean 66.66665, not rounded to 4 decimals
     rows = _rows([("True [fact: True]", "true [fact: true]"), ("True [fact: True]", "false [fact: true]"),
                   ("True [fact: True]", "false [fact: true]")])
-    out = le.score_leval_task("sci_fi", rows)
+    out = les.score_leval_task("sci_fi", rows)
     assert (out["sci_fi_loyalty"]["exact_match"], out["sci_fi_fact"]["exact_match"]) == (33.3333, 100.0)
     assert out["sci_fi"]["LEval_score"] == (33.3333 + 100.0) / 2 == 66.66665

@@ -14,6 +14,7 @@ import pytest
 
 from harness.tasks.scoring import _rouge_v101
 from harness.tasks.scoring import longbench_metrics as lb
+from harness.tasks.scoring import longbench_score as lbs
 from harness.tasks.scoring.longbench_strict import (
     STRICT_DATASET2METRIC,
     classification_score_strict,
@@ -276,7 +277,7 @@ def test_tables():
     changed = {k for k in lb.DATASET2METRIC if STRICT_DATASET2METRIC[k] is not lb.DATASET2METRIC[k]}
     assert changed == {"gov_report", "qmsum", "multi_news", "samsum", "dureader", "vcsum", "trec", "lsht", "lcc",
                        "repobench-p"}
-    assert lb.STRICT_DATASET2METRIC is STRICT_DATASET2METRIC
+    assert lbs.STRICT_DATASET2METRIC is STRICT_DATASET2METRIC
 
 
 def test_score_dataset_first_line_and_max_over_refs():
@@ -284,37 +285,37 @@ def test_score_dataset_first_line_and_max_over_refs():
     preds = ["\nPerson\nLocation", "Location", "Person Location"]
     answers = [["Person"], ["Person"], ["Person"]]
     # scores 1 (first line only), 0, 1/2 → 100 * 1.5 / 3 = 50.0
-    assert lb.score_dataset("trec", preds, answers, classes) == 50.0
+    assert lbs.score_dataset("trec", preds, answers, classes) == 50.0
     # max over references: second example matches its second reference
-    assert lb.score_dataset("triviaqa", ["Paris", "Rome"], [["Paris"], ["Milan", "rome"]], None) == 100.0
+    assert lbs.score_dataset("triviaqa", ["Paris", "Rome"], [["Paris"], ["Milan", "rome"]], None) == 100.0
     # rounding: 1 of 3 → 33.33
-    assert lb.score_dataset("passage_count", ["1", "2", "2"], [["1"], ["1"], ["1"]], None) == 33.33
+    assert lbs.score_dataset("passage_count", ["1", "2", "2"], [["1"], ["1"], ["1"]], None) == 33.33
 
 
 def test_score_dataset_multiline_only_cut_for_first_line_sets():
     # narrativeqa keeps the whole prediction: tokens [paris, is, capital] vs [paris] → p = 1/3, r = 1 → F1 = 0.5
-    assert lb.score_dataset("narrativeqa", ["Paris\nis capital"], [["Paris"]]) == 50.0
-    assert lb.score_dataset("triviaqa", ["Paris\nis capital"], [["Paris"]]) == 100.0
+    assert lbs.score_dataset("narrativeqa", ["Paris\nis capital"], [["Paris"]]) == 50.0
+    assert lbs.score_dataset("triviaqa", ["Paris\nis capital"], [["Paris"]]) == 100.0
 
 
 def test_score_dataset_per_example_classes_and_empty(caplog):
     preds, answers = ["cat", "dog"], [["cat"], ["dog"]]
-    assert lb.score_dataset("lsht", preds, answers, [["cat", "ca"], ["dog"]]) == 100.0
+    assert lbs.score_dataset("lsht", preds, answers, [["cat", "ca"], ["dog"]]) == 100.0
     with caplog.at_level(logging.WARNING):
-        assert lb.score_dataset("qasper", [], []) == 0.0
+        assert lbs.score_dataset("qasper", [], []) == 0.0
     assert "no predictions" in caplog.text
     with caplog.at_level(logging.WARNING):
-        assert lb.score_dataset("qasper", [None, "x"], [["x"], ["x"]]) == 50.0
+        assert lbs.score_dataset("qasper", [None, "x"], [["x"], ["x"]]) == 50.0
     assert "non-string prediction" in caplog.text
     with pytest.raises(KeyError):
-        lb.score_dataset("not_a_dataset", ["x"], [["x"]])
+        lbs.score_dataset("not_a_dataset", ["x"], [["x"]])
 
 
 def test_score_dataset_strict_differs_only_where_quirky():
     classes = ["a", "ab", "abc"]
-    assert lb.score_dataset("trec", ["abc"], [["abc"]], classes) == 50.0
-    assert lb.score_dataset("trec", ["abc"], [["abc"]], classes, strict=True) == 100.0
-    assert lb.score_dataset("qasper", ["x y"], [["y"]], strict=True) == lb.score_dataset("qasper", ["x y"], [["y"]])
+    assert lbs.score_dataset("trec", ["abc"], [["abc"]], classes) == 50.0
+    assert lbs.score_dataset("trec", ["abc"], [["abc"]], classes, strict=True) == 100.0
+    assert lbs.score_dataset("qasper", ["x y"], [["y"]], strict=True) == lbs.score_dataset("qasper", ["x y"], [["y"]])
 
 
 def test_score_longbench_e_buckets():
@@ -322,8 +323,8 @@ def test_score_longbench_e_buckets():
     answers = [["1"]] * 4
     lengths = [100, 5000, 9000, 3999]
     # 0-4k: examples 1 and 4 (both right) → 100; 4-8k: example 2 → 100; 8k+: example 3 (wrong) → 0
-    assert lb.score_longbench_e("passage_count", preds, answers, lengths) == {"0-4k": 100.0, "4-8k": 100.0, "8k+": 0.0}
-    out = lb.score_longbench_e("passage_count_e", ["1"], [["1"]], [4000])
+    assert lbs.score_longbench_e("passage_count", preds, answers, lengths) == {"0-4k": 100.0, "4-8k": 100.0, "8k+": 0.0}
+    out = lbs.score_longbench_e("passage_count_e", ["1"], [["1"]], [4000])
     assert out == {"0-4k": None, "4-8k": 100.0, "8k+": None}
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods.gali.kernel import grouped_scores, grouped_values, rope_rotate
+from harness.methods.gali.kernel import rope_rotate
+from harness.methods.gali.tiles import grouped_scores, grouped_values
 
 
 def token_tables(start: int, end: int, inv_freq: torch.Tensor, scaling: float,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from harness.methods.common.attention import attention, query_blocks
-from harness.methods.gali.kernel import NoiseSpec, grouped_scores, grouped_values
-from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseStream, hash_to_normal
+from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseSpec, NoiseStream, hash_to_normal
+from harness.methods.gali.tiles import grouped_scores, grouped_values
 
 
 def add_noise_(scores: torch.Tensor, a: torch.Tensor, n_keys: int, spec: NoiseSpec, stream: NoiseStream,

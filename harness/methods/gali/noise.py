@@ -23,6 +23,7 @@ one block are correlated (correlation <u(a), u(a')>, about ±1/√r), so it is n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -187,3 +188,66 @@ class FactoredGaussian:
         """[heads, n, r] · [r, K] -> [heads, n, K] as one matrix product (no batched broadcast)."""
         heads, n, r = u.shape
         return torch.mm(u.reshape(heads * n, r), w).view(heads, n, w.shape[1])
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Noise on the interpolated logits (docs/reference/methods.md §2.8).
+
+    `reference`: the released code's bf16 arithmetic."""
+
+    kind: str = "none"  # "gaussian" | "uniform" | "none"
+    addon_relcoef: int = 1
+    std_base: float = 1.0
+    scale_mean: int = 0
+    scale_std: int = 1
+    scale_max: int = 1
+    reference: bool = False
+    sampler: str = "exact"  # "exact": iid per element; "factored": rank-r per query block (gali.noise)
+
+    @property
+    def active(self) -> bool:
+        return self.kind in ("gaussian", "uniform")
+
+
+def noise_for_block(scores: torch.Tensor, q_index: torch.Tensor, n_keys: int, spec: NoiseSpec,
+                    stream: NoiseStream, r_nonzero: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The noise added to a block of interpolated logits `scores` [b, H, n, K] (before masking), bf16-reference
+    arithmetic (the fp32 path is `gali.fused.add_noise_`); standard draws from the counter-based `stream`.
+
+    q_index [n]: the queries' token indices among the K keys; r_nonzero broadcastable to [n, K]; allowed [n, K] the
+    causal mask. Gaussian: z·std + mean, uniform: u·std·amp, with std = (a − b)/K·std_base (scale_std=1) or 1,
+    mean = row mean (scale_mean=1) or 0, amp = row max (scale_max=1) or 1. Row statistics use the allowed (causal)
+    keys, or all K keys in reference mode (as the released code, which reads future keys). With addon_relcoef=1 the
+    noise is zero wherever r == 0.
+    """
+    dtype = torch.bfloat16 if spec.reference else torch.float32
+    device = scores.device
+    if spec.scale_std:
+        if spec.reference and spec.kind == "gaussian":  # the released code: a bf16 arange (quantised for K > 256)
+            ar = torch.arange(n_keys, device=device, dtype=torch.bfloat16)
+            std = (ar[q_index][:, None] - ar[None, :]) / n_keys * spec.std_base
+        else:
+            dist = (q_index[:, None] - torch.arange(n_keys, device=device)[None, :]).to(dtype)
+            std = dist / n_keys * spec.std_base
+    else:
+        std = torch.ones((), device=device, dtype=dtype)
+    s = scores.to(dtype)
+    if spec.kind == "gaussian":
+        z = stream.gaussian(scores.shape[1], q_index, torch.arange(n_keys, device=device)).to(dtype)
+        noise = z * std
+        if spec.scale_mean:
+            if spec.reference:
+                mean = s.mean(dim=-1, keepdim=True)
+            else:
+                mean = (s * allowed).sum(-1, keepdim=True) / allowed.sum(-1, keepdim=True).clamp(min=1)
+            noise = noise + mean
+    else:
+        u = stream.uniform(scores.shape[1], q_index, torch.arange(n_keys, device=device)).to(dtype)
+        noise = u * std
+        if spec.scale_max:
+            masked = s if spec.reference else s.masked_fill(~allowed, float("-inf"))
+            noise = noise * masked.amax(dim=-1, keepdim=True)
+    if spec.addon_relcoef:
+        noise = noise * r_nonzero.to(dtype)
+    return noise

@@ -26,14 +26,13 @@ from harness.methods.gali.decode import TwoFrameDecoder
 from harness.methods.gali.fused import add_noise_
 from harness.methods.gali.kernel import (
     IntegerTables,
-    NoiseSpec,
     Plan,
     group_tables,
     make_plan,
     rotate_segments,
     run_plan,
 )
-from harness.methods.gali.noise import FactoredGaussian, NoiseStream
+from harness.methods.gali.noise import FactoredGaussian, NoiseSpec, NoiseStream
 from harness.methods.gali.positions import layout, positions, positions_at
 
 
