@@ -77,7 +77,7 @@ def miswired_methods():
         METHODS.register(cls)
     yield added
     for name in added:
-        METHODS._items.pop(name, None)
+        METHODS.unregister(name)
 
 
 def _load(path):

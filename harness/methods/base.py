@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.core.registry import Registry
+from harness.methods.invariants import Invariant
+from harness.model.info import ModelInfo
 
 if TYPE_CHECKING:
     import torch
@@ -17,20 +19,6 @@ if TYPE_CHECKING:
 @dataclass
 class NoParams:
     """A method without parameters."""
-
-
-@dataclass
-class ModelInfo:
-    """Facts about the loaded model that methods need (filled by harness.model.loading)."""
-
-    model_type: str
-    original_window: int  # M: the pre-trained window (after `ori_max_position_embeddings`)
-    head_dim: int
-    rope_theta: float
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    rope_type: str = "default"
 
 
 class Method:
@@ -49,6 +37,9 @@ class Method:
     top_level_factor: ClassVar[bool] = False
     #: True when the method must reproduce `original` exactly for prompts within the pre-trained window
     equals_original_within_window: ClassVar[bool] = False
+    #: the method's own gali-check invariants (usually from its package's checks.py); one named like a generic
+    #: invariant replaces it for this method (docs/methods/adding.md)
+    invariants: ClassVar[tuple[Invariant, ...]] = ()
 
     def __init__(self, params: Any, cfg: ExperimentConfig):
         self.params = params

@@ -15,15 +15,11 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.chunkllama.checks import INVARIANTS
 from harness.methods.chunkllama.kernel import DcaKernel
 from harness.methods.chunkllama.positions import dca_sizes
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
-
-try:  # gali-check invariants (harness.stages.check is optional for the method itself)
-    import harness.methods.chunkllama.checks  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 
 @dataclass
@@ -76,6 +72,7 @@ class ChunkLlama(Method):
     Params = ChunkLlamaParams
     description = "ChunkLlama / Dual Chunk Attention: intra / successive / inter-chunk positions, all ≤ 3M/4"
     equals_original_within_window = False  # exact only up to C = S − W tokens (11M/16 by default)
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: ChunkLlamaParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]

@@ -19,9 +19,9 @@ import torch
 from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import identity_check
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
+from harness.methods.dpe.checks import INVARIANTS
 from harness.methods.dpe.positions import DpeKernel
 from harness.methods.dpe.table import (
     PRESETS,
@@ -96,6 +96,7 @@ class Dpe(Method):
     name = "dpe"
     Params = DpeParams
     description = "DPE: per-dimension-group grouped positions beyond a local window"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: DpeParams, cfg: Any, window: int | None) -> None:
@@ -183,7 +184,3 @@ class Dpe(Method):
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""
         w = info.original_window
         return min(self.kernel.window, w, self.kernel.logn_len or w)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: with L <= w the method is plain RoPE."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_below_local_window")]

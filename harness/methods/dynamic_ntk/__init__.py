@@ -16,6 +16,7 @@ import torch
 
 from harness.methods.base import METHODS, ModelInfo
 from harness.methods.common.frequency import FrequencyMethod, set_rope_parameters
+from harness.methods.dynamic_ntk.checks import INVARIANTS
 
 
 @METHODS.register
@@ -26,6 +27,7 @@ class DynamicNTK(FrequencyMethod):
     aliases = ("repro_dynamic_ntk", "dynamic")
     description = "dynamic NTK: base grows with the current length beyond M"
     equals_original_within_window = True
+    invariants = INVARIANTS
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)

@@ -32,6 +32,7 @@ from harness.core.params import MAX_TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
+from harness.methods.gali.checks import INVARIANTS
 from harness.methods.gali.kernel import NoiseSpec
 from harness.methods.gali.positions import chunk_sizes
 from harness.methods.gali.runtime import GaliKernel
@@ -146,6 +147,7 @@ class Gali(Method):
     Params = GaliParams
     description = "GALI: greedy position construction + attention-logit interpolation"
     equals_original_within_window = True
+    invariants = INVARIANTS
 
     def __init__(self, params: GaliParams, cfg: Any):
         super().__init__(params, cfg)

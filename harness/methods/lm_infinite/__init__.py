@@ -23,9 +23,10 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import PositionTable, identity_check
+from harness.methods.common.banded import PositionTable
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
+from harness.methods.lm_infinite.checks import INVARIANTS
 
 OFFICIAL_GLOBAL = 10  # global_branch of the official drop-in replacement
 
@@ -81,6 +82,7 @@ class LMInfinite(Method):
     aliases = ("lminfinite",)
     Params = LMInfiniteParams
     description = "LM-Infinite: Λ-shaped mask (n_global + n_local) and distance cap"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: LMInfiniteParams, cfg: Any, window: int | None) -> None:
@@ -114,7 +116,3 @@ class LMInfinite(Method):
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= n_local every key is in the local branch: the unmodified model."""
         return min(self.kernel.n_local, info.original_window)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: equals the unmodified model within the local branch."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_within_n_local")]

@@ -18,10 +18,11 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check
+from harness.methods.common.banded import Branches, PositionTable, banded_attention
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import scale_query_rows
 from harness.methods.common.lse import choose_kernel
+from harness.methods.rerope.checks import INVARIANTS
 
 
 @dataclass
@@ -98,6 +99,7 @@ class ReRope(Method):
     name = "rerope"
     Params = ReRopeParams
     description = "ReRoPE: relative position min(d, w), log-n query scaling"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: ReRopeParams, cfg: Any, window: int | None) -> None:
@@ -125,10 +127,6 @@ class ReRope(Method):
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""
         w = info.original_window
         return min(self.kernel.window, w, self.kernel.logn_len or w)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: with L <= w (and inside the log-n training length) the method is plain RoPE."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_below_rerope_window")]
 
 
 @METHODS.register

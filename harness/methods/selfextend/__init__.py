@@ -17,13 +17,9 @@ from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
+from harness.methods.selfextend.checks import INVARIANTS
 from harness.methods.selfextend.kernel import SelfExtendKernel
 from harness.methods.selfextend.positions import max_supported_length, suggested_pair, valid_pairs
-
-try:  # gali-check invariants (harness.stages.check is optional for the method itself)
-    import harness.methods.selfextend.checks  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 
 @dataclass
@@ -76,6 +72,7 @@ class SelfExtend(Method):
     Params = SelfExtendParams
     description = "SelfExtend: neighbour attention within W, grouped positions (floor(pos/G)) beyond"
     equals_original_within_window = False  # exact only up to W tokens (W < M)
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: SelfExtendParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]

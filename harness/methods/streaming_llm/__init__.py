@@ -22,9 +22,10 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import PositionTable, identity_check
+from harness.methods.common.banded import PositionTable
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
+from harness.methods.streaming_llm.checks import INVARIANTS
 
 OFFICIAL_SINKS = 4  # start_size of the official examples
 OFFICIAL_RECENT = 2000  # recent_size of examples/run_streaming_llama.py (Llama-2, 4K window)
@@ -81,6 +82,7 @@ class StreamingLLM(Method):
     aliases = ("streamingllm",)
     Params = StreamingLLMParams
     description = "StreamingLLM: attention sinks + sliding window (positions within the cache)"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: StreamingLLMParams, cfg: Any, window: int | None) -> None:
@@ -109,7 +111,3 @@ class StreamingLLM(Method):
     def exact_length(self, info: ModelInfo) -> int | None:
         """While L <= sinks + window nothing is evicted: the unmodified model."""
         return min(self.kernel.sinks + self.kernel.window, info.original_window)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: equals the unmodified model while nothing is evicted."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_without_eviction")]

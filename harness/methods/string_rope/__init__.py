@@ -25,10 +25,11 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check
+from harness.methods.common.banded import Branches, PositionTable, banded_attention
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import scale_query_rows
 from harness.methods.common.lse import choose_kernel
+from harness.methods.string_rope.checks import INVARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class String(Method):
     name = "string"
     Params = StringParams
     description = "STRING: relative positions d >= S become d − S + W"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: StringParams, cfg: Any, window: int | None) -> None:
@@ -153,10 +155,3 @@ class String(Method):
             return None
         w = info.original_window
         return min(self.kernel.offset, w, self.kernel.logn_len or w)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: with L <= S the method is plain RoPE (only without the official attention factor)."""
-        name = "equals_original_below_offset_s"
-        if self.kernel.factor != 1.0:
-            return [(name, None, "official_attention_factor changes every logit by design")]
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), name)]
