@@ -99,7 +99,8 @@ def test_every_method_passes_on_tiny_llama(tiny_model_dir, method):
     cfg = _cfg(tiny_model_dir, method)
     m = build_method(cfg)
     report = apply_with_preflight(model, tok, m, model_info(model.config), "cpu")
-    assert report is not None and report.passed, report.error_line()
+    assert report is not None
+    assert report.passed, report.error_line()
     names = [c.name for c in report.checks]
     assert names[0] == "chunked_prefill_equals_one_shot" and names[-1] == "cached_decode_equals_recomputation"
     if m.exact_length(model_info(model.config)):

@@ -215,10 +215,15 @@ def probe_length(info: ModelInfo) -> int:
     return max(PROBE_CHUNKS + 1, min(info.original_window, PROBE_MAX))
 
 
-def probe_ids(vocab_size: int, n: int, seed: int = PROBE_SEED) -> list[int]:
+def vocab_size(model: Any) -> int:
+    """The vocabulary size of a transformers model (from its config)."""
+    return int(model.config.vocab_size)
+
+
+def probe_ids(vocab: int, n: int, seed: int = PROBE_SEED) -> list[int]:
     """Fixed pseudo-random token ids (no tokenizer needed)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randint(min(3, vocab_size - 1), vocab_size, (n,), generator=gen).tolist()
+    return torch.randint(min(3, vocab - 1), vocab, (n,), generator=gen).tolist()
 
 
 @torch.inference_mode()
@@ -231,7 +236,7 @@ def original_hidden(engine: Engine, ids: Sequence[int]) -> torch.Tensor:
 
 def probe_reference(engine: Engine, info: ModelInfo, seed: int = PROBE_SEED) -> dict[str, Any]:
     """The unmodified model's results on the probe (call before `method.apply`)."""
-    return {"hidden": original_hidden(engine, probe_ids(int(engine.model.config.vocab_size), probe_length(info),
+    return {"hidden": original_hidden(engine, probe_ids(vocab_size(engine.model), probe_length(info),
                                                         seed))}
 
 
@@ -240,7 +245,7 @@ def run_probe(engine: Engine, info: ModelInfo, reference: dict[str, Any] | None,
     """The method's preflight invariants on the probe: (probe length, results); skips are dropped."""
     n = probe_length(info)
     ctx = CheckContext(engine.model, info, engine.method, engine, engine.device,
-                       probe_ids(int(engine.model.config.vocab_size), n, seed), n, seed, dict(reference or {}))
+                       probe_ids(vocab_size(engine.model), n, seed), n, seed, dict(reference or {}))
     todo = [inv for inv in invariants_for(type(engine.method)) if inv.preflight]
     with torch.inference_mode():
         results = run_invariants(ctx, todo, catch=catch)
@@ -261,7 +266,7 @@ def run_checks(cfg: ExperimentConfig, max_len: int | None = None) -> tuple[list[
     if max_len:
         long_len = max(m + 2, min(long_len, max_len))
     seed = int(cfg.seed)
-    ids = _token_ids(int(model.config.vocab_size), 2 * max(m + 1, long_len // 2) + 1, seed)
+    ids = _token_ids(vocab_size(model), 2 * max(m + 1, long_len // 2) + 1, seed)
     n_in = min(m, long_len)
     base = Engine(model, tokenizer, Method(None, cfg), device)
     reference = {"nll": torch.from_numpy(base.token_nll(ids[:n_in])), "hidden": original_hidden(base, ids[:n_in]),
