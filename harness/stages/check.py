@@ -216,8 +216,8 @@ def probe_length(info: ModelInfo) -> int:
 
 
 def vocab_size(model: Any) -> int:
-    """The vocabulary size of a transformers model (from its config)."""
-    return int(model.config.vocab_size)
+    """The vocabulary size of a transformers model (from its text config: multimodal models nest it)."""
+    return int(model.config.get_text_config().vocab_size)
 
 
 def probe_ids(vocab: int, n: int, seed: int = PROBE_SEED) -> list[int]:
