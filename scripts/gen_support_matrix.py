@@ -25,6 +25,7 @@ FAMILY_TITLES = {
     "qwen3": ("Qwen3", "Qwen3 dense"),
     "gemma2": ("Gemma 2", "Gemma 2"),
     "gemma3_text": ("Gemma 3", "Gemma 3 1B (text-only `gemma3_text`)"),
+    "gemma3": ("Gemma 3 MM", "Gemma 3 4B, 12B, 27B (multimodal; text-only prompts)"),
     "phi3": ("Phi-3", "Phi-3, Phi-3.5 mini"),
 }
 NOTES = """\
@@ -38,10 +39,13 @@ NOTES = """\
   `flash_attention_2` on CUDA for long inputs). One rope for all layers, so the frequency methods change the
   sliding layers too (they never see distances beyond their window, so that changes nothing they rely on).
   The engine applies the final logit soft-capping (30·tanh(x/30)) like the stock model.
-- **Gemma 3** (`gemma3_text`: the 1B text checkpoint; the 4B–27B checkpoints are multimodal, `gemma3`, not yet
-  accepted): one rope per layer type (local base 10⁴ on sliding layers, 10⁶ on global ones). The frequency methods
-  change the **global** layers' rope only, as Gemma 3 itself scales only those; the sliding layers keep theirs.
-  `longrope`'s n̂ kept tokens apply to the global layers.
+- **Gemma 3** (`gemma3_text`: the 1B text checkpoint): one rope per layer type (local base 10⁴ on sliding layers,
+  10⁶ on global ones). The frequency methods change the **global** layers' rope only, as Gemma 3 itself scales only
+  those; the sliding layers keep theirs. `longrope`'s n̂ kept tokens apply to the global layers.
+- **Gemma 3 MM** (`gemma3`: the 4B–27B checkpoints, `Gemma3ForConditionalGeneration`): a SigLIP vision tower plus
+  the Gemma 3 text decoder (`model.model.language_model`), loaded whole. The harness feeds text-only prompts (no
+  image), so the model is its text decoder and everything said for Gemma 3 applies: the window, rope and sizes come
+  from `text_config`, and `ori_max_position_embeddings` sets the text decoder's window.
 - **Phi-3 / Phi-3.5**: fused qkv projection, `partial_rotary_factor` (1.0 for Phi-3/3.5, 0.75 for Phi-4-mini):
   the frequency methods count only the rotating channels (NTK's d, LongRoPE's d/2 factors). The 128k checkpoints
   ship a `longrope` rope whose pre-trained window is `original_max_position_embeddings` (4096): set

@@ -1,6 +1,6 @@
 """gali-check passes for every registered method on the lab model and on tiny random Llama / Mistral / Qwen2
-models, and for every method on each further family it claims (Qwen3, Gemma 2, Gemma 3, Phi-3). This file is part
-of `make test-latest`, so a new transformers release that breaks a method fails CI."""
+models, and for every method on each further family it claims (Qwen3, Gemma 2, Gemma 3 text and multimodal, Phi-3).
+This file is part of `make test-latest`, so a new transformers release that breaks a method fails CI."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_every_method_passes_gali_check_on_each_family(family_model_dir, method)
     _assert_passes(_cfg(str(family_model_dir), method, 64, 160), 160)
 
 
-@pytest.fixture(scope="module", params=["qwen3", "gemma2", "gemma3_text", "phi3"])
+@pytest.fixture(scope="module", params=["qwen3", "gemma2", "gemma3_text", "gemma3", "phi3"])
 def other_family_dir(request, tmp_path_factory):
     """Tiny random models of the families only `original` and the frequency methods claim."""
     return request.param, make_model_dir(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)

@@ -9,7 +9,11 @@ from pathlib import Path
 import torch
 
 #: Every family a tiny model can be built for (harness.model.loading.FAMILIES); the first three: position families.
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+#: "gemma3" is the multimodal Gemma 3 (4B–27B layout): the gemma3_text decoder plus a tiny SigLIP vision tower.
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3")
+#: a tiny SigLIP vision tower for the multimodal Gemma 3 (16×16 images in 4×4 patches, pooled to 2×2 = 4 tokens)
+TINY_VISION = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "image_size": 16, "patch_size": 4}
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,6 +48,12 @@ def model_config(family: str = "llama", window: int = 64, vocab_size: int = 512,
     """A tiny config of `family` with pre-trained window `window` and GQA."""
     from transformers import AutoConfig
 
+    if family == "gemma3":  # multimodal: the text decoder's config nested in the composite one
+        text = model_config("gemma3_text", window, vocab_size, layers, heads, kv_heads, head_dim, theta).to_dict()
+        for key in ("model_type", "transformers_version", "architectures"):
+            text.pop(key, None)
+        return AutoConfig.for_model("gemma3", text_config=text, vision_config=dict(TINY_VISION), mm_tokens_per_image=4,
+                                    tie_word_embeddings=False)
     hidden = heads * head_dim
     extra = family_extras(family, layers, head_dim, theta)
     return AutoConfig.for_model(
@@ -83,5 +93,5 @@ def make_model_dir(path: Path, family: str = "llama", window: int = 64, seed: in
                 p.mul_(8.0)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    build_tokenizer(cfg.vocab_size).save_pretrained(path)
+    build_tokenizer(cfg.get_text_config().vocab_size).save_pretrained(path)
     return path

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from transformers import Cache, DynamicCache
+
 from harness.core.registry import Registry
 from harness.methods.invariants import Invariant
 from harness.model.info import ModelInfo
@@ -70,6 +72,14 @@ class Method:
         """Prompts of at most this many tokens must give the original model's logits (None: the method changes
         every length by design). Used by the preflight and gali-check; call after `apply`."""
         return info.original_window if self.equals_original_within_window else None
+
+    def make_cache(self, model_config: Any) -> Cache:
+        """An empty KV cache for one sequence (the engine's). Default: transformers' DynamicCache (every token)."""
+        return DynamicCache(config=model_config)
+
+    def cache_capacity(self, info: ModelInfo) -> int | None:
+        """Most tokens the cache of `make_cache` holds (None: every token). Checked by the preflight."""
+        return None
 
     def start_example(self, seed: int) -> None:
         """Called before each example with its derived seed (for methods with randomness)."""

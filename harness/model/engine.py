@@ -1,6 +1,6 @@
 """Inference engine: explicit prefill (in the method's chunks) + greedy KV-cache decode, and per-token NLL.
 
-No private generation internals are used: the engine calls the base model forward with a `DynamicCache` and applies
+No private generation internals are used: the engine calls the base model forward with the method's KV cache and applies
 the LM head itself, only where logits are needed (never L × vocab at once).
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers import Cache
 
 from harness.methods.base import Method
 
@@ -36,7 +36,7 @@ def _cache_argument(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
-def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: Cache) -> torch.Tensor:
     """Last hidden states of the base model on `ids` [1, n], appending to (and attending over) `cache`."""
     kwargs = {cache_argument(model.model): cache}
     return model.model(input_ids=ids, use_cache=True, **kwargs).last_hidden_state
@@ -81,11 +81,11 @@ class Engine:
     def input_device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
-    def new_cache(self) -> DynamicCache:
-        """An empty KV cache for this model."""
-        return DynamicCache(config=self.model.config)
+    def new_cache(self) -> Cache:
+        """An empty KV cache for this model, as the method wants it (`Method.make_cache`; default DynamicCache)."""
+        return self.method.make_cache(self.model.config)
 
-    def _hidden(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def _hidden(self, ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         return forward_hidden(self.model, ids, cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ class Engine:
         return self._logits(hidden)
 
     @torch.inference_mode()
-    def step(self, ids: Sequence[int], cache: DynamicCache) -> torch.Tensor:
+    def step(self, ids: Sequence[int], cache: Cache) -> torch.Tensor:
         """One forward of `ids` appended to `cache` (no chunking by the method): fp32 logits of every position."""
         t = torch.tensor([list(ids)], dtype=torch.long, device=self.input_device)
         return self._logits(self._hidden(t, cache))[0]
@@ -105,7 +105,7 @@ class Engine:
         return torch.tanh(logits / cap) * cap if cap else logits
 
     @torch.inference_mode()
-    def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[DynamicCache, torch.Tensor]:
+    def prefill(self, input_ids: Sequence[int], stride: int | None = None) -> tuple[Cache, torch.Tensor]:
         """Run the prompt through the model in the method's chunks; return the cache and last-position logits."""
         ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.input_device)
         cache = self.new_cache()

@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 #: method (position-remapping methods swap the attention of exactly this layout).
 POSITION_FAMILIES = ("llama", "mistral", "qwen2")
 #: Every decoder-only RoPE family the harness loads (`original` and the frequency methods run on all of them).
-SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3")
 #: What stops a position-remapping method on a family (shown when a combination is refused).
 FAMILY_NOTES = {
     "qwen3": "q/k RMS norms inside the attention",
     "gemma2": "sliding-window layers and attention-logit soft-capping",
     "gemma3_text": "sliding-window layers with their own rope base, q/k norms",
+    "gemma3": "multimodal; its text decoder is gemma3_text: sliding-window layers with their own rope base, q/k norms",
     "phi3": "fused qkv projection (and partial rotary in Phi-4-mini)",
 }
 #: Families whose transformers attention has no SDPA path: `attn_implementation = "sdpa"` (the default) loads them
@@ -171,7 +172,7 @@ def load_model_config(cfg: Any, fetch: bool = True) -> Any:
                           f"use a model of one of the families {', '.join(SUPPORTED_FAMILIES)}", cfg.source)
     check_family(cfg.method, mcfg.model_type, cfg.source)
     if cfg.ori_max_position_embeddings:
-        mcfg.max_position_embeddings = cfg.ori_max_position_embeddings
+        mcfg.get_text_config(decoder=True).max_position_embeddings = cfg.ori_max_position_embeddings
     return mcfg
 
 
@@ -210,18 +211,20 @@ def peek_window(cfg: Any) -> int | None:
     if cfg.ori_max_position_embeddings:
         return cfg.ori_max_position_embeddings
     mcfg = peek_config(cfg)
-    return int(mcfg.max_position_embeddings) if mcfg is not None else None
+    return int(mcfg.get_text_config(decoder=True).max_position_embeddings) if mcfg is not None else None
 
 
 def model_info(model_config: Any) -> ModelInfo:
-    """Extract what methods need from a loaded model's config."""
+    """Extract what methods need from a loaded model's config (its text decoder's, for multimodal Gemma 3)."""
+    model_type = model_config.model_type
+    model_config = model_config.get_text_config(decoder=True)
     rope = dict(getattr(model_config, "rope_parameters", None) or {})
     if rope and all(isinstance(v, dict) for v in rope.values()):  # per layer type (Gemma 3): the global layers'
         rope = dict(rope.get("full_attention", {}))
     heads = model_config.num_attention_heads
     head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
     return ModelInfo(
-        model_type=model_config.model_type,
+        model_type=model_type,
         original_window=int(model_config.max_position_embeddings),
         head_dim=int(head_dim),
         rope_theta=float(rope.get("rope_theta", 10000.0)),

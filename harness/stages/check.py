@@ -7,9 +7,10 @@ Here, the generic invariants every method gets, in table order:
 Preflight invariants (`preflight=True`: also run before every `gali-run` by harness.stages.preflight), on a short
 probe inside the window (`probe_length`: at most 256 tokens, 4 chunks) of fixed random token ids:
 `chunked_prefill_equals_one_shot` (the probe fed in 4 chunks through the KV cache gives the logits of one forward,
-and the cache holds every token), `equals_original` (for a method with an exact range, `Method.exact_length`: its
-logits there equal the original model's) and `cached_decode_equals_recomputation` (one cached decode step gives the
-logits of a fresh forward). gali-check shows them as `preflight:<name>` rows.
+and the cache holds every token, or `Method.cache_capacity` tokens for a bounded cache), `equals_original` (for a
+method with an exact range, `Method.exact_length`: its logits there equal the original model's) and
+`cached_decode_equals_recomputation` (one cached decode step gives the logits of a fresh forward). gali-check shows
+them as `preflight:<name>` rows.
 
 Then `finite` (no NaN/inf in logits and per-token NLL, in and beyond the window), `equals_original_within_window`
 (for methods with `equals_original_within_window`: NLL of every position, last logits and greedy tokens equal the
@@ -61,15 +62,17 @@ PROBE_SEED = 1234
 
 @invariant("chunked_prefill_equals_one_shot", preflight=True)
 def chunked_prefill_equals_one_shot(ctx: CheckContext) -> CheckResult:
-    """The probe in PROBE_CHUNKS forwards through the KV cache = one forward; the cache then holds every token."""
+    """The probe in PROBE_CHUNKS forwards through the KV cache = one forward; the cache then holds every token
+    (`Method.cache_capacity` tokens for a bounded cache)."""
     n = len(ctx.ids)
     one = ctx.one_shot(n)
     cache = ctx.fresh_cache()
     bounds = [round(i * n / PROBE_CHUNKS) for i in range(PROBE_CHUNKS + 1)]
     chunked = torch.cat([ctx.engine.step(ctx.ids[a:b], cache) for a, b in zip(bounds, bounds[1:])])
-    held = int(cache.get_seq_length())
-    return compare(ctx, "chunked_prefill_equals_one_shot", chunked, one, f"the KV cache holds {held} of {n} tokens",
-                   extra_ok=held == n)
+    held, cap = int(cache.get_seq_length()), ctx.method.cache_capacity(ctx.info)
+    want = n if cap is None else min(n, cap)  # a bounded cache (StreamingLLM) keeps at most its capacity
+    return compare(ctx, "chunked_prefill_equals_one_shot", chunked, one,
+                   f"the KV cache holds {held} of {n} tokens (expected {want})", extra_ok=held == want)
 
 
 @invariant("equals_original", preflight=True)

@@ -29,7 +29,7 @@ def model_window(cfg: ExperimentConfig) -> tuple[int | None, str]:
     except ModelLoadError as exc:
         log.warning("model config unavailable here (%s): the window M is not known", str(exc).splitlines()[0])
         return None, "model config not available here"
-    return int(mcfg.max_position_embeddings), f"{mcfg.model_type} model config"
+    return int(mcfg.get_text_config(decoder=True).max_position_embeddings), f"{mcfg.model_type} model config"
 
 
 def resolved_view(cfg: ExperimentConfig, window: int | None) -> dict[str, Any]:

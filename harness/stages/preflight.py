@@ -5,7 +5,8 @@ replacements, and any of the method's own flagged ones) at a short length inside
 (`probe_length`: at most 256 tokens, 4 chunks), on fixed random token ids:
 
 * `chunked_prefill_equals_one_shot` — the prompt fed in 4 chunks through the KV cache gives the logits of one
-  forward, and the cache then holds every token (the cache is written and read);
+  forward, and the cache then holds every token, or `Method.cache_capacity` tokens for a bounded cache (the cache
+  is written and read);
 * `equals_original` — for a method that must equal the unmodified model up to `Method.exact_length` tokens, its
   logits there equal the original model's (computed on the same weights before the method was applied);
 * `cached_decode_equals_recomputation` — one cached decode step gives the logits of a fresh forward of the same

@@ -63,7 +63,8 @@ def resolve(cfg: ExperimentConfig, window: int | None = None, peek: bool = True)
             if mcfg is not None:  # the method x family check (docs/support.md), before any weights load
                 check_family(cfg.method, mcfg.model_type)
             if window is None:
-                window = cfg.ori_max_position_embeddings or (int(mcfg.max_position_embeddings) if mcfg else None)
+                text = mcfg.get_text_config(decoder=True) if mcfg else None  # multimodal Gemma 3: its decoder's
+                window = cfg.ori_max_position_embeddings or (int(text.max_position_embeddings) if text else None)
         if cfg.max_pe and window and cfg.ori_max_position_embeddings and cfg.max_pe < window:
             log.warning("%s: max_pe (%d) is below the original window (%d)", cfg.source, cfg.max_pe, window)
         METHODS.get(cfg.method).validate(mparams, cfg, window)

@@ -10,11 +10,12 @@ import torch
 from harness.core.errors import ConfigError
 from harness.core.params import domain
 from harness.methods.base import Method, ModelInfo
+from harness.methods.common.hook import decoder
 
 #: Families whose rotary embedding the frequency methods rebuild (every decoder-only RoPE family the harness loads).
 #: Gemma 3 keeps one rope per layer type: the methods change the global ("full_attention") layers only, the
 #: sliding-window layers keep their local rope (they never see distances beyond their window).
-FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3")
 
 
 @dataclass
@@ -40,19 +41,20 @@ def is_per_layer_type(rope: dict[str, Any]) -> bool:
 
 def global_rope(config: Any) -> dict[str, Any]:
     """The rope parameters of the global-attention layers (the whole model's for single-rope families)."""
-    rope = dict(config.rope_parameters or {})
+    rope = dict(config.get_text_config(decoder=True).rope_parameters or {})
     return dict(rope.get("full_attention", {})) if is_per_layer_type(rope) else rope
 
 
 def rotary_dim(config: Any) -> int:
     """How many channels of each head rotate: head_dim × partial_rotary_factor (Phi-3 style partial rotary)."""
+    config = config.get_text_config(decoder=True)  # multimodal Gemma 3: its text decoder's
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return int(head_dim * float(global_rope(config).get("partial_rotary_factor", 1.0)))
 
 
 def rotary_inv_freqs(model: torch.nn.Module) -> dict[str | None, torch.Tensor]:
     """inv_freq per layer type (key None for single-rope families) of the model's rotary embedding."""
-    rotary = model.model.rotary_emb
+    rotary = decoder(model).rotary_emb
     if hasattr(rotary, "inv_freq"):
         return {None: rotary.inv_freq}
     return {t: getattr(rotary, f"{t}_inv_freq") for t in rotary.layer_types}
@@ -63,16 +65,17 @@ def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
 
     Per-layer-type ropes (Gemma 3) change only for the global layers; other keys (partial_rotary_factor) are kept.
     """
-    config = model.config
+    text = decoder(model)  # the module with `rotary_emb` and the text config (multimodal Gemma 3: language_model)
+    config = text.config
     rope = dict(config.rope_parameters or {})
     if is_per_layer_type(rope):
         rope["full_attention"] = {**rope["full_attention"], **changes}
     else:
         rope.update(changes)
     config.rope_parameters = rope
-    old = model.model.rotary_emb
+    old = text.rotary_emb
     device = next(iter(old.buffers())).device
-    model.model.rotary_emb = type(old)(config=config).to(device)
+    text.rotary_emb = type(old)(config=config).to(device)
 
 
 class FrequencyMethod(Method):

@@ -5,7 +5,7 @@ Methods plug in through transformers' public extension points only:
 * the attention-function registry (`transformers.AttentionInterface`): one function, registered under
   `ATTENTION_NAME`, is selected with `model.set_attn_implementation`; it hands the layer's q/k/v to the kernel
   installed for that layer;
-* the model's rotary embedding (`model.model.rotary_emb`, a submodule) is replaced by `IdentityRotaryEmbedding`
+* the model's rotary embedding (`decoder(model).rotary_emb`, a submodule) is replaced by `IdentityRotaryEmbedding`
   (cos = 1, sin = 0) while a kernel is installed, so the stock attention module leaves q and k un-rotated and its
   KV cache holds **un-rotated** keys: positions can be re-assigned at every step.
 
@@ -13,6 +13,9 @@ The stock attention module keeps doing everything else — projections, the q/k 
 the cache update (whatever the installed transformers release calls its cache argument) and the output projection.
 No forward is copied and no private function is patched. `uninstall_kernel` restores the rotary module and the
 attention implementation that were there before, so the model is exactly the original again.
+
+`decoder(model)` is the text decoder (the module with `layers` and `rotary_emb`): `model.model` for the text-only
+families, `model.model.language_model` for multimodal ones such as Gemma 3 4B–27B (transformers' `get_decoder`).
 
 The registered function receives the cached keys of the whole sequence: queries are the last s of the K keys, and
 causality is the kernel's job (a custom implementation name has no mask function in transformers, so the model
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -47,7 +50,7 @@ class RopeTables:
     """The model's rotary frequencies (after the method set them), read from its rotary embedding module."""
 
     def __init__(self, model: nn.Module):
-        rotary = original_rotary(model)
+        rotary: Any = original_rotary(model)
         self.inv_freq: torch.Tensor = rotary.inv_freq.detach().to(torch.float32)
         self.attention_scaling: float = float(getattr(rotary, "attention_scaling", 1.0))
 
@@ -108,15 +111,21 @@ def kernel_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
 AttentionInterface.register(ATTENTION_NAME, kernel_attention)
 
 
+def decoder(model: nn.Module) -> nn.Module:
+    """The text decoder of a causal LM: the module holding the decoder `layers`, `rotary_emb` and the text config
+    (`model.model`, or `model.model.language_model` for multimodal models such as Gemma 3 4B–27B)."""
+    return cast(Any, model).get_decoder()
+
+
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention module of every decoder layer."""
-    return [layer.self_attn for layer in model.model.layers]
+    return [layer.self_attn for layer in cast(Any, decoder(model)).layers]
 
 
 def original_rotary(model: nn.Module) -> nn.Module:
     """The model's own rotary embedding module (also while a kernel has replaced it by the identity)."""
     state = _INSTALLED.get(model)
-    return state.rotary if state is not None else model.model.rotary_emb
+    return state.rotary if state is not None else cast(Any, decoder(model)).rotary_emb
 
 
 def installed_kernel(model: nn.Module) -> RopeKernel | None:
@@ -128,11 +137,11 @@ def installed_kernel(model: nn.Module) -> RopeKernel | None:
 def install_kernel(model: nn.Module, kernel: RopeKernel) -> None:
     """Route every layer's attention through `kernel` (idempotent; the kernel object is shared by all layers)."""
     if model not in _INSTALLED:
-        rotary = model.model.rotary_emb
+        rotary: Any = original_rotary(model)
         rotary_dim = 2 * int(rotary.inv_freq.shape[-1])
         _INSTALLED[model] = _Installed(rotary, getattr(model.config, "_attn_implementation", None))
-        model.model.rotary_emb = IdentityRotaryEmbedding(rotary_dim)
-        model.set_attn_implementation(ATTENTION_NAME)
+        decoder(model).rotary_emb = IdentityRotaryEmbedding(rotary_dim)
+        cast(Any, model).set_attn_implementation(ATTENTION_NAME)
     for attn in attention_modules(model):
         _KERNELS[attn] = kernel
 
@@ -142,8 +151,8 @@ def uninstall_kernel(model: nn.Module) -> None:
     state = _INSTALLED.pop(model, None)
     if state is None:
         return
-    model.model.rotary_emb = state.rotary
+    decoder(model).rotary_emb = state.rotary
     if state.attn_implementation is not None:
-        model.set_attn_implementation(state.attn_implementation)
+        cast(Any, model).set_attn_implementation(state.attn_implementation)
     for attn in attention_modules(model):
         _KERNELS.pop(attn, None)

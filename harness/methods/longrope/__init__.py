@@ -24,6 +24,7 @@ from harness.methods.common.frequency import (
     rotary_dim,
     set_rope_parameters,
 )
+from harness.methods.common.hook import decoder
 from harness.methods.common.rope import rope_cos_sin
 from harness.methods.longrope.factors import (
     check_factors,
@@ -71,7 +72,7 @@ class InitialTokensRope:
 
 def keep_initial_tokens(model: torch.nn.Module, n_hat: int, theta: float, dim: int) -> None:
     """Make the model's rotary embedding give positions < n_hat the default RoPE frequencies θ^(−2i/d)."""
-    rotary = model.model.rotary_emb
+    rotary = decoder(model).rotary_emb
     base = type(rotary)
     rotary.__class__ = type(f"InitialTokens{base.__name__}", (InitialTokensRope, base), {"rope_base": base})
     rotary.n_hat = n_hat
@@ -83,7 +84,7 @@ def keep_initial_tokens(model: torch.nn.Module, n_hat: int, theta: float, dim: i
 def apply_longrope(model: torch.nn.Module, long_factor: list[float], short_factor: list[float] | None,
                    attention_factor: float, window: int, n_hat: int = 0) -> None:
     """Set the `longrope` rope type (factors switch at the window M like Phi-3) and the n̂ initial tokens."""
-    rotary = model.model.rotary_emb
+    rotary = decoder(model).rotary_emb
     if isinstance(rotary, InitialTokensRope):  # applied before (the search re-applies per candidate)
         rotary.__class__ = rotary.rope_base
     set_rope_parameters(model, rope_type="longrope", long_factor=list(long_factor),

@@ -7,15 +7,17 @@ attention): window keys keep their true relative distance, and sink j is seen fr
 min(i, sinks + window − 1), i.e. at distance min(i, sinks + window − 1) − j. For L <= sinks + window nothing is evicted
 and the method is the unmodified model.
 
-What is bounded: the keys each query reads (sinks + window) and the attention's working memory. The harness's KV
-cache (transformers' DynamicCache, which has no public sink-cache in 5.23 / 5.25) still stores every key; see
-docs/methods/streaming.md.
+Memory: the KV cache is `SinkWindowCache` (harness.methods.common.cache), which keeps the sinks and the last
+`window` tokens of every layer and drops the rest, so it holds at most sinks + window tokens whatever the length.
+Positions are cache slots (the cache holds un-rotated keys; the kernel rotates each by its slot at every forward).
+Prompts are prefilled in chunks of max(window, PREFILL_CHUNK) tokens (a given `stride` overrides it): a forward
+holds at most sinks + window + chunk keys per layer. See docs/methods/streaming.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -23,12 +25,14 @@ from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.banded import PositionTable
+from harness.methods.common.cache import SinkWindowCache, decoder_layer_count
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
 from harness.methods.streaming_llm.checks import INVARIANTS
 
 OFFICIAL_SINKS = 4  # start_size of the official examples
 OFFICIAL_RECENT = 2000  # recent_size of examples/run_streaming_llama.py (Llama-2, 4K window)
+PREFILL_CHUNK = 512  # tokens per prefill forward at least (max(window, this)): bounds a forward's keys and activations
 
 
 @dataclass
@@ -57,7 +61,13 @@ def streaming_relative(i: int, j: int, sinks: int, window: int) -> int | None:
 
 
 class StreamingLLMKernel:
-    """Band of `window` keys at their true distance + `sinks` starting keys seen from cache slot min(i, S + W − 1)."""
+    """Band of `window` keys at their true distance + `sinks` starting keys seen from cache slot min(i, S + W − 1).
+
+    Positions are indices into the keys of the forward. With every token cached (DynamicCache) an index is the
+    token's position; with `SinkWindowCache` it is its cache slot (sinks first, then the contiguous recent tokens):
+    once a token was evicted every query sits at slot >= S + W, so its sinks are at distance S + W − 1 − j and its
+    window keys at their true distance either way: both caches give the same attention.
+    """
 
     def __init__(self, tables: Any, sinks: int, window: int):
         self.tables, self.sinks, self.window = tables, sinks, window
@@ -71,7 +81,7 @@ class StreamingLLMKernel:
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sink_band_attention(q, k, v, self.sinks, self.window, self.table, self.tables.rotate,
-                                   self._sink_q, self._sink_k, module.scaling)
+                                   self._sink_q, self._sink_k, cast(float, module.scaling))
 
 
 @METHODS.register
@@ -107,6 +117,26 @@ class StreamingLLM(Method):
         w = streaming_window(self.params, info.original_window)
         self.kernel = StreamingLLMKernel(RopeTables(model), self.params.sinks, w)
         install_kernel(model, self.kernel)
+
+    def _kernel(self) -> StreamingLLMKernel:
+        kernel = getattr(self, "kernel", None)
+        if kernel is None:
+            raise RuntimeError("StreamingLLM.apply(model, info) must run before the cache is used")
+        return kernel
+
+    def make_cache(self, model_config: Any) -> SinkWindowCache:
+        """The attention-sink cache: sinks + window tokens per layer, the middle evicted."""
+        k = self._kernel()
+        return SinkWindowCache(k.sinks, k.window, decoder_layer_count(model_config))
+
+    def cache_capacity(self, info: ModelInfo) -> int | None:
+        return self._kernel().sinks + self._kernel().window
+
+    def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]:
+        """Chunks of `stride`, else of max(window, PREFILL_CHUNK): a forward's working memory stays bounded."""
+        if stride is None and getattr(self, "kernel", None) is not None:
+            stride = max(self.kernel.window, PREFILL_CHUNK)
+        return super().prefill_chunks(n_tokens, stride)
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """While L <= sinks + window nothing is evicted: the unmodified model."""
