@@ -33,12 +33,10 @@ def chunks_cover_the_prompt(ctx: CheckContext) -> CheckResult:
                   f"L={n}: {len(sizes)} forwards of at most {chunk} tokens")
 
 
-class ToyChunked(Method):
+class ToyChunked(Method[ToyParams]):
     """The unmodified model, prefilled `chunk` tokens at a time through the KV cache."""
 
     name = TOY
-    Params = ToyParams
-    description = "toy: the original model, prefilled in chunks"
     equals_original_within_window = True
     invariants = (chunks_cover_the_prompt,)
 
@@ -75,7 +73,7 @@ def _write(tmp_path, model: str) -> str:
 def test_toy_method_is_listed_run_and_checked(toy_method, tiny_model_dir, tmp_path, capsys):
     assert run_cli.main(["--list", "methods"]) == 0
     listing = capsys.readouterr().out
-    assert TOY in listing and "chunk" in listing
+    assert TOY in listing and "prefilled `chunk` tokens at a time" in listing and "chunk" in listing
 
     cfg = _write(tmp_path, tiny_model_dir)
     assert run_cli.main(["--cfg", cfg]) == 0, capsys.readouterr().err

@@ -66,12 +66,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy imports here, so that --help and argument errors answer at once (as the other commands do)
     import torch
 
     from harness.core.config import ExperimentConfig
-    from harness.methods.dpe import Dpe, DpeParams
-    from harness.methods.dpe import probe as probe
-    from harness.methods.dpe.table import DpeTable, equal_groups, save_table
+    from harness.methods.dpe import Dpe, DpeParams, DpeTable, equal_groups, probe, save_table
     from harness.model.engine import Engine
     from harness.model.loading import load_model, load_tokenizer
 

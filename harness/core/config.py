@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -224,8 +223,3 @@ def expand_config_paths(patterns: list[str]) -> list[str]:
             raise HarnessError(f"{pat}: no config file matches. Fix: check the glob (quote it in the shell)")
         out.extend(matches)
     return out
-
-
-def dump_json(cfg: ExperimentConfig) -> str:
-    """The resolved config as pretty JSON (what is saved next to the results)."""
-    return json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False, sort_keys=False)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+import torch
 from transformers import Cache, DynamicCache
 
+from harness.core.config import ExperimentConfig
 from harness.core.registry import Registry
 from harness.methods.invariants import Invariant
 from harness.model.info import ModelInfo
-
-if TYPE_CHECKING:
-    import torch
-
-    from harness.core.config import ExperimentConfig
 
 
 @dataclass
@@ -23,8 +20,22 @@ class NoParams:
     """A method without parameters."""
 
 
-class Method:
-    """Base class. Subclasses set `name`, `Params` (a dataclass) and override what they change.
+#: the Params dataclass of a method
+P = TypeVar("P")
+
+
+def _declared_params(cls: type) -> type | None:
+    """The concrete Params class `cls` names in its bases (`class Yarn(FrequencyMethod[YarnParams])`), if any."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        for arg in typing.get_args(base):
+            if isinstance(arg, type):
+                return arg
+    return None
+
+
+class Method(Generic[P]):
+    """Base class. Subclasses name their Params dataclass as the type argument (`class Yarn(Method[YarnParams])`,
+    which also sets `Params`), set `name` and override what they change.
 
     Life cycle: `validate` (config time, `window` may be None when the model is not known yet) →
     `__init__` → `apply(model, info)` once after loading → per example `start_example(seed)` →
@@ -33,8 +44,8 @@ class Method:
 
     name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
+    #: the Params dataclass (set from the type argument; `build` checks each field's type and declared domain)
     Params: ClassVar[type] = NoParams
-    description: ClassVar[str] = ""
     #: `factor` may be given at the top level of the TOML (reference behaviour) instead of in [params]
     top_level_factor: ClassVar[bool] = False
     #: True when the method must reproduce `original` exactly for prompts within the pre-trained window
@@ -43,14 +54,24 @@ class Method:
     #: invariant replaces it for this method (docs/methods/adding.md)
     invariants: ClassVar[tuple[Invariant, ...]] = ()
 
-    def __init__(self, params: Any, cfg: ExperimentConfig):
-        self.params = params
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = _declared_params(cls)
+        if declared is not None and "Params" not in cls.__dict__:
+            cls.Params = declared
+
+    def __init__(self, params: P, cfg: ExperimentConfig):
+        self.params: P = params
         self.cfg = cfg
         self.info: ModelInfo | None = None
 
     @classmethod
-    def validate(cls, params: Any, cfg: ExperimentConfig, window: int | None) -> None:
-        """Raise ConfigError("params.<key>", problem, fix) for impossible values. `window` is M if known."""
+    def validate(cls, params: P, cfg: ExperimentConfig, window: int | None) -> None:
+        """Raise ConfigError("params.<key>", problem, fix) for impossible values. `window` is M if known.
+
+        Each field's type and declared domain are already checked (`harness.core.params.build`); this checks what
+        involves several fields, `max_pe` or the window.
+        """
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         """Modify the loaded model in place (rope parameters, attention class)."""
@@ -89,9 +110,5 @@ class Method:
         """Sensible [params] for extending a model of window `window` to `target` tokens (benchmarks, demo, check)."""
         return {}
 
-    def params_dict(self) -> dict[str, Any]:
-        """The method's parameters with defaults filled in (saved in the resolved config)."""
-        return dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
 
-
-METHODS: Registry[Method] = Registry("method", "harness.methods")
+METHODS: Registry[Method[Any]] = Registry("method", "harness.methods")

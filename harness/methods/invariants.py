@@ -8,7 +8,7 @@ own in `Method.invariants` (a tuple of `Invariant`, defined in its package's `ch
         sizes = ctx.method.prefill_chunks(ctx.long_len)
         return passed("toy_chunks_cover_the_prompt", sum(sizes) == ctx.long_len, f"sizes {sizes}")
 
-    class Toy(Method):
+    class Toy(Method[ToyParams]):
         invariants = (chunks_cover,)
 
 The generic invariants every method gets are defined in harness/stages/check.py (which runs them all). A declared

@@ -14,8 +14,9 @@ from harness.core import params as P
 from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.chunkllama.kernel import DcaKernel
-from harness.methods.chunkllama.positions import dca_sizes, inter_query_position, mscale, relative_distances
+from harness.methods.chunkllama.positions import dca_sizes, inter_query_position, mscale
 from tests.methods.helpers import MOD, D, Tables, apply_method, cached_forwards
+from tests.methods.reference import dca_distances as relative_distances
 
 
 def naive(q, k, v, S, C, m=1.0):

@@ -16,10 +16,11 @@ from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.common.rope import rotate
 from harness.methods.dpe import DpeParams, probe, resolve_setting
-from harness.methods.dpe.positions import DpeKernel, dpe_relative, far_key_positions, far_query_positions
+from harness.methods.dpe.positions import DpeKernel, far_key_positions, far_query_positions
 from harness.methods.dpe.table import PRESETS, DpeTable, equal_groups, pair_scales, save_table, topk_masks
 from harness.model.engine import cache_argument
 from harness.model.loading import model_info
+from tests.methods.reference import dpe_relative
 
 THETA, D = 100.0, 8
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)

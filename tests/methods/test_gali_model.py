@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from harness.core import params as P
 from harness.core.errors import ConfigError
 from harness.methods.base import Method
 from harness.methods.common.hook import install_kernel
@@ -226,7 +227,7 @@ def test_llama3_rope_type_is_supported_and_others_refused(tmp_path):
 ])
 def test_validation(params, key):
     with pytest.raises(ConfigError, match=f"params.{key}"):
-        validate_params(GaliParams(**{"local_window": 4, **params}), 16)
+        validate_params(P.build(GaliParams, {"local_window": 4, **params}, prefix="params."), 16)
 
 
 def test_defaults_and_apply_time_validation(tiny_model_dir):

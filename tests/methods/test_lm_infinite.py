@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM
 from harness.core import params as P
 from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.methods.lm_infinite import LMInfiniteKernel, lm_infinite_relative
+from harness.methods.lm_infinite import LMInfiniteKernel
 from tests.methods.helpers import MOD, Tables, apply_method, cached_forwards
+from tests.methods.reference import lm_infinite_relative
 from tests.methods.test_streaming_llm import largest_intermediate, naive, rand_qkv, rot, run_split
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from harness.core import params as P
 from harness.core.errors import ConfigError, HarnessError
 from harness.methods.base import METHODS
 from harness.methods.common.frequency import FactorParams
@@ -133,16 +134,27 @@ def test_factors_file_round_trip_and_params_win(tmp_path):
 
 
 @pytest.mark.parametrize("params,key", [
-    (LongRopeParams(factor=4.0, long_factor=[2.0] * 3), "params.long_factor"),
-    (LongRopeParams(factor=4.0, factors_file="/nonexistent/f.json"), "params.factors_file"),
-    (LongRopeParams(factor=4.0, long_factor=[0.0] * (D // 2)), "params.long_factor"),
-    (LongRopeParams(factor=4.0, n_hat=-1), "params.n_hat"),
+    ({"long_factor": [2.0] * 3}, "params.long_factor"),
+    ({"factors_file": "/nonexistent/f.json"}, "params.factors_file"),
+    ({"long_factor": [0.0] * (D // 2)}, "params.long_factor"),
+    ({"long_factor": []}, "params.long_factor"),
+    ({"n_hat": -1}, "params.n_hat"),
 ])
 def test_bad_params_name_the_key(params, key):
     with pytest.raises(ConfigError) as err:
-        METHODS.get("longrope").validate(params, CFG, M)
-        applied("longrope", params)
+        built = P.build(LongRopeParams, {"factor": 4.0, **params}, prefix="params.")
+        METHODS.get("longrope").validate(built, CFG, M)
+        applied("longrope", built)
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("long_factor", [0.0] * (D // 2)), ("n_hat", -1), ("attention_factor", -1.0)])
+def test_bad_values_in_a_factors_file_name_the_key(tmp_path, key, value):
+    fields = {"long_factor": [2.0] * (D // 2), "factor": 4.0, key: value}
+    path = write_factors_file(tmp_path / "f.json", **fields)
+    params = P.build(LongRopeParams, {"factors_file": str(path)}, prefix="params.")
+    with pytest.raises(ConfigError, match=f"params.{key}"):
+        METHODS.get("longrope").validate(params, CFG, M)
 
 
 # ---- the search ----

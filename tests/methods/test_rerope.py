@@ -18,9 +18,10 @@ from harness.methods.common.logn import logn_factors, scale_queries
 from harness.methods.common.lse import attention_lse
 from harness.methods.common.lse_backend import lse_attention
 from harness.methods.common.rope import rotate
-from harness.methods.rerope import ReRopeKernel, rerope_relative
+from harness.methods.rerope import ReRopeKernel
 from harness.model.engine import Engine, cache_argument
 from harness.model.loading import model_info
+from tests.methods.reference import rerope_relative
 
 THETA, D = 100.0, 8
 

@@ -20,11 +20,11 @@ from harness.methods.selfextend.positions import (
     group_shift,
     log_scale,
     max_supported_length,
-    neighbor_mask,
-    relative_distances,
     suggested_pair,
 )
 from tests.methods.helpers import MOD, D, Tables, apply_method, cached_forwards
+from tests.methods.reference import neighbor_mask
+from tests.methods.reference import selfextend_distances as relative_distances
 
 
 def naive(q, k, v, W, G, shift, scale_base=-1.0):

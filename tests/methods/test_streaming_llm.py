@@ -14,8 +14,9 @@ from harness.core import params as P
 from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.common.rope import rotate_half
-from harness.methods.streaming_llm import StreamingLLMKernel, streaming_relative
+from harness.methods.streaming_llm import StreamingLLMKernel
 from tests.methods.helpers import MOD, THETA, D, Tables, apply_method, cached_forwards
+from tests.methods.reference import streaming_relative
 
 
 def rot(x: torch.Tensor, r: float) -> torch.Tensor:

@@ -19,10 +19,10 @@ from harness.methods.string_rope import (
     StringKernel,
     StringParams,
     string_offset,
-    string_relative,
 )
 from harness.model.engine import cache_argument
 from harness.model.loading import model_info
+from tests.methods.reference import string_relative
 
 THETA, D = 100.0, 8
 MOD = types.SimpleNamespace(scaling=D ** -0.5, layer_idx=0)

@@ -12,12 +12,12 @@ from typing import Any, Literal
 
 import torch
 
-from harness.core.errors import ConfigError
+from harness.core.config import ExperimentConfig
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.chunkllama.checks import INVARIANTS
 from harness.methods.chunkllama.kernel import DcaKernel
-from harness.methods.chunkllama.positions import dca_sizes
+from harness.methods.chunkllama.positions import check_sizes, dca_sizes
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
 
@@ -47,35 +47,16 @@ class ChunkLlamaParams:
 MSCALE_COEF = {"flash_decoding": 0.1, "attn_replace": 0.05}  # c of c·ln(len/M) + 1 per ChunkLlama entry point
 
 
-def check_sizes(chunk_size: int, local_window: int, original_window: int | None) -> None:
-    """Raise ConfigError for S < 1, W < 0, W ≥ S or S ≥ M."""
-    if chunk_size < 1:
-        raise ConfigError("params.chunk_size", f"must be ≥ 1, got {chunk_size}", "omit it to use floor(3M/4)")
-    if local_window < 0:
-        raise ConfigError("params.local_window", f"must be ≥ 0, got {local_window}", "omit it to use floor(M/16)")
-    if local_window >= chunk_size:
-        raise ConfigError("params.local_window", f"local_window ({local_window}) must be below chunk_size "
-                          f"({chunk_size}): the chunk length C = chunk_size − local_window must be ≥ 1",
-                          "use local_window ≈ chunk_size / 12 (the defaults are 3M/4 and M/16)")
-    if original_window is not None and chunk_size >= original_window:
-        raise ConfigError("params.chunk_size", f"chunk_size S = {chunk_size} must be below the pre-trained window "
-                          f"M = {original_window} (distances reach S)",
-                          f"use S ≤ {original_window - 1}, e.g. {original_window * 3 // 4} (3M/4)")
-
-
 @METHODS.register
-class ChunkLlama(Method):
+class ChunkLlama(Method[ChunkLlamaParams]):
     """Dual Chunk Attention: three position schemes per chunk pair, merged exactly by log-sum-exp, O(n) memory."""
 
     name = "chunkllama"
     aliases = ("repro_chunkllama",)
-    Params = ChunkLlamaParams
-    description = "ChunkLlama / Dual Chunk Attention: intra / successive / inter-chunk positions, all ≤ 3M/4"
-    equals_original_within_window = False  # exact only up to C = S − W tokens (11M/16 by default)
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: ChunkLlamaParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]
+    def validate(cls, params: ChunkLlamaParams, cfg: ExperimentConfig, window: int | None) -> None:
         if window is None:
             if params.chunk_size is not None and params.local_window is not None:
                 check_sizes(params.chunk_size, params.local_window, None)

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from harness.core.errors import ConfigError
+
 
 def dca_sizes(original_window: int, chunk_size: int | None = None,
               local_window: int | None = None) -> tuple[int, int, int]:
@@ -20,6 +22,18 @@ def dca_sizes(original_window: int, chunk_size: int | None = None,
     S = chunk_size if chunk_size is not None else original_window * 3 // 4
     W = local_window if local_window is not None else original_window // 16
     return S, W, S - W
+
+
+def check_sizes(chunk_size: int, local_window: int, original_window: int | None) -> None:
+    """Raise ConfigError for W ≥ S or S ≥ M (S ≥ 1 and W ≥ 0 are the fields' domains)."""
+    if local_window >= chunk_size:
+        raise ConfigError("params.local_window", f"local_window ({local_window}) must be below chunk_size "
+                          f"({chunk_size}): the chunk length C = chunk_size − local_window must be ≥ 1",
+                          "use local_window ≈ chunk_size / 12 (the defaults are 3M/4 and M/16)")
+    if original_window is not None and chunk_size >= original_window:
+        raise ConfigError("params.chunk_size", f"chunk_size S = {chunk_size} must be below the pre-trained window "
+                          f"M = {original_window} (distances reach S)",
+                          f"use S ≤ {original_window - 1}, e.g. {original_window * 3 // 4} (3M/4)")
 
 
 def key_positions(positions: torch.Tensor, chunk_len: int) -> torch.Tensor:
@@ -40,19 +54,6 @@ def successive_query_positions(positions: torch.Tensor, chunk_size: int, chunk_l
 def inter_query_position(chunk_size: int, chunk_len: int) -> int:
     """min(2C − 1, S): every query of a chunk sits here when it looks two or more chunks back."""
     return min(2 * chunk_len - 1, chunk_size)
-
-
-def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int, chunk_len: int) -> torch.Tensor:
-    """[s, K] float64 distance each (query, key) logit uses (table of docs/reference/methods.md §4); NaN for future
-    keys."""
-    S, C = chunk_size, chunk_len
-    qc, kc = (q_pos // C)[:, None], (k_pos // C)[None, :]
-    kp = key_positions(k_pos, C)[None, :].double()
-    intra = intra_query_positions(q_pos, C)[:, None].double() - kp
-    succ = successive_query_positions(q_pos, S, C)[:, None].double() - kp
-    inter = inter_query_position(S, C) - kp
-    out = torch.where(qc == kc, intra, torch.where(qc - kc == 1, succ, inter))
-    return out.masked_fill(q_pos[:, None] < k_pos[None, :], float("nan"))
 
 
 def mscale(seq_len: int, original_window: int, coef: float = 0.1) -> float:

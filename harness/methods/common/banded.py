@@ -30,6 +30,20 @@ PlainRotation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NEAR_BLOCK = 512
 
 
+def module_scale(module: torch.nn.Module) -> float:
+    """The softmax scale of the stock attention module calling a kernel (`scaling`: 1/√d unless the family sets one)."""
+    scale = module.scaling
+    assert isinstance(scale, (int, float)), f"{type(module).__name__}.scaling is not a number"
+    return float(scale)
+
+
+def module_layer(module: torch.nn.Module) -> int:
+    """The layer index of the stock attention module calling a kernel (`layer_idx`)."""
+    index = module.layer_idx
+    assert isinstance(index, int), f"{type(module).__name__}.layer_idx is not an int"
+    return index
+
+
 def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, attention_scaling: float = 1.0,
             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Tables [n, d] for positions [n] (one per pair: [n, d/2]); fp32 math like the model's rotary embedding."""

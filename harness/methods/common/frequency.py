@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from transformers import PreTrainedConfig
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import domain
 from harness.methods.base import Method, ModelInfo
@@ -18,6 +21,24 @@ from harness.methods.common.hook import decoder
 FREQUENCY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3")
 
 
+def above(other: str) -> dict[str, str]:
+    """Field metadata: the value must exceed field `other`'s (`metadata=domain(...) | above("beta_slow")`)."""
+    return {"above": other}
+
+
+def check_order(params: Any) -> None:
+    """Raise ConfigError for a field declared `above(other)` whose value does not exceed `other`'s."""
+    for f in dataclasses.fields(params):
+        other = f.metadata.get("above")
+        if other is None:
+            continue
+        high, low = getattr(params, f.name), getattr(params, other)
+        if not low < high:
+            defaults = {g.name: g.default for g in dataclasses.fields(params)}
+            raise ConfigError(f"params.{f.name}", f"{f.name} ({high}) must exceed {other} ({low})",
+                              f"keep the defaults {other} = {defaults[other]} and {f.name} = {defaults[f.name]}")
+
+
 @dataclass
 class FactorParams:
     """`factor` s: scale of the context extension. Default: max_pe / M (target length over the original window)."""
@@ -25,7 +46,20 @@ class FactorParams:
     factor: float | None = field(default=None, metadata=domain(ge=1.0, le=2.0**20, why="a context scaling factor"))
 
 
-def resolve_factor(params: FactorParams, cfg: Any, window: int | None) -> float | None:
+@dataclass
+class RampParams(FactorParams):
+    """YaRN's ramp bounds (beta_fast 32, beta_slow 1, as in the YaRN paper and transformers): dimensions with more
+    than beta_fast rotations over the window M keep their frequency, those with fewer than beta_slow are divided by s,
+    a linear ramp in between."""
+
+    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6) | above("beta_slow"))
+    beta_slow: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
+
+
+FP = TypeVar("FP", bound=FactorParams)
+
+
+def resolve_factor(params: FactorParams, cfg: ExperimentConfig, window: int | None) -> float | None:
     """The scaling factor: explicit, else max_pe / M when both are known."""
     if params.factor is not None:
         return params.factor
@@ -52,12 +86,26 @@ def rotary_dim(config: Any) -> int:
     return int(head_dim * float(global_rope(config).get("partial_rotary_factor", 1.0)))
 
 
+def text_config(model: torch.nn.Module) -> PreTrainedConfig:
+    """The Hugging Face config of the model's text decoder (the model's own, or multimodal Gemma 3's text config)."""
+    config = decoder(model).config
+    assert isinstance(config, PreTrainedConfig), f"{type(model).__name__} has no Hugging Face config"
+    return config
+
+
+def rotary_embedding(model: torch.nn.Module) -> torch.nn.Module:
+    """The shared rotary embedding module of the model's text decoder (`rotary_emb`)."""
+    return decoder(model).get_submodule("rotary_emb")
+
+
 def rotary_inv_freqs(model: torch.nn.Module) -> dict[str | None, torch.Tensor]:
     """inv_freq per layer type (key None for single-rope families) of the model's rotary embedding."""
-    rotary = decoder(model).rotary_emb
+    rotary = rotary_embedding(model)
     if hasattr(rotary, "inv_freq"):
-        return {None: rotary.inv_freq}
-    return {t: getattr(rotary, f"{t}_inv_freq") for t in rotary.layer_types}
+        return {None: rotary.get_buffer("inv_freq")}
+    layer_types = rotary.layer_types
+    assert isinstance(layer_types, (list, tuple)), "a rotary module without inv_freq keeps one per layer type"
+    return {str(t): rotary.get_buffer(f"{t}_inv_freq") for t in layer_types}
 
 
 def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
@@ -65,33 +113,41 @@ def set_rope_parameters(model: torch.nn.Module, **changes: Any) -> None:
 
     Per-layer-type ropes (Gemma 3) change only for the global layers; other keys (partial_rotary_factor) are kept.
     """
-    text = decoder(model)  # the module with `rotary_emb` and the text config (multimodal Gemma 3: language_model)
-    config = text.config
-    rope = dict(config.rope_parameters or {})
+    config = text_config(model)  # multimodal Gemma 3: its language model's
+    rope: dict[str, Any] = dict(config.rope_parameters or {})
     if is_per_layer_type(rope):
         rope["full_attention"] = {**rope["full_attention"], **changes}
     else:
         rope.update(changes)
     config.rope_parameters = rope
-    old = text.rotary_emb
+    old = rotary_embedding(model)
     device = next(iter(old.buffers())).device
-    text.rotary_emb = type(old)(config=config).to(device)
+    decoder(model).rotary_emb = type(old)(config=config).to(device)
 
 
-class FrequencyMethod(Method):
-    """Base for linear / NTK / dynamic NTK / YaRN: a factor s > 0 (s >= 1 recommended)."""
+def yarn_rope(params: RampParams, factor: float, window: int, attention_factor: float | None) -> dict[str, Any]:
+    """transformers' `yarn` rope parameters (attention_factor None: its default 0.1·ln(s) + 1)."""
+    extra = {"attention_factor": attention_factor} if attention_factor is not None else {}
+    return {"rope_type": "yarn", "factor": factor, "beta_fast": params.beta_fast, "beta_slow": params.beta_slow,
+            "original_max_position_embeddings": window, **extra}
 
-    Params = FactorParams
+
+class FrequencyMethod(Method[FP]):
+    """Base for the methods that only set transformers' rope parameters: a factor s ≥ 1 (explicit or max_pe / M).
+
+    A subclass returns its rope parameters from `rope_parameters` (one rope type each, as in transformers'
+    `modeling_rope_utils`); fields declared `above(other)` must exceed `other`.
+    """
+
     top_level_factor = True
     families = FREQUENCY_FAMILIES
 
     @classmethod
-    def validate(cls, params: FactorParams, cfg: Any, window: int | None) -> None:
-        if params.factor is not None and params.factor <= 0:
-            raise ConfigError("params.factor", f"must be positive, got {params.factor}", "use e.g. factor = 4.0")
+    def validate(cls, params: FP, cfg: ExperimentConfig, window: int | None) -> None:
         if params.factor is None and not cfg.max_pe:
             raise ConfigError("params.factor", f"method '{cls.name}' needs a scaling factor",
                               "set factor (top level or in [params]) or max_pe so that factor = max_pe / window")
+        check_order(params)
 
     @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
@@ -103,3 +159,13 @@ class FrequencyMethod(Method):
         if s is None:  # validate() guarantees one of the two
             raise ConfigError("params.factor", "no factor", "set factor")
         return s
+
+    def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
+        """The rope parameters this method sets (`rope_type` and its keys); {} keeps the model's own."""
+        return {}
+
+    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
+        super().apply(model, info)
+        changes = self.rope_parameters(model, info)
+        if changes:
+            set_rope_parameters(model, **changes)

@@ -37,3 +37,9 @@ def scale_query_rows(q: torch.Tensor, first: int, train_len: int | None) -> torc
     if train_len is None or first + q.shape[-2] <= train_len:
         return q
     return scale_queries(q, torch.arange(first, first + q.shape[-2], device=q.device), train_len)
+
+
+def plain_rope_length(reach: int, window: int, train_len: int | None) -> int:
+    """Longest prompt a two-branch method with log-n scaling runs as plain RoPE: every key within the near branch's
+    `reach`, inside the model's window and (log-n factors all 1) the training length."""
+    return min(reach, window, train_len or window)

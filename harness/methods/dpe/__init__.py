@@ -16,11 +16,14 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.hook import RopeTables, install_kernel
+from harness.methods.common.logn import plain_rope_length
 from harness.methods.common.lse import choose_kernel
+from harness.methods.dpe import probe
 from harness.methods.dpe.checks import INVARIANTS
 from harness.methods.dpe.positions import DpeKernel
 from harness.methods.dpe.table import (
@@ -31,8 +34,11 @@ from harness.methods.dpe.table import (
     load_contributions,
     load_table,
     pair_scales,
+    save_table,
     topk_masks,
 )
+
+__all__ = ["Dpe", "DpeParams", "DpeTable", "equal_groups", "probe", "resolve_setting", "save_table"]
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +96,16 @@ def resolve_setting(params: DpeParams) -> ResolvedDpe:
 
 
 @METHODS.register
-class Dpe(Method):
+class Dpe(Method[DpeParams]):
     """DPE: per-group SelfExtend scaling of far relative positions (optionally on top-k key pairs only)."""
 
     name = "dpe"
-    Params = DpeParams
-    description = "DPE: per-dimension-group grouped positions beyond a local window"
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: DpeParams, cfg: Any, window: int | None) -> None:
-        if params.groups < 1:
-            raise ConfigError("params.groups", f"must be >= 1, got {params.groups}", "use 8 (official)")
+    def validate(cls, params: DpeParams, cfg: ExperimentConfig, window: int | None) -> None:
         if params.group_bounds is not None:
             check_bounds(params.group_bounds, "params.group_bounds")
-        if params.train_len is not None and params.train_len < 2:
-            raise ConfigError("params.train_len", f"must be >= 2, got {params.train_len}", "leave it out")
         r = resolve_setting(params)
         if r.scale_factors is None:
             raise ConfigError("params.scale_factors", "DPE needs one scale per group of frequency pairs",
@@ -182,5 +182,4 @@ class Dpe(Method):
 
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""
-        w = info.original_window
-        return min(self.kernel.window, w, self.kernel.logn_len or w)
+        return plain_rope_length(self.kernel.window, info.original_window, self.kernel.logn_len)

@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, rotate_pairs
+from harness.methods.common.banded import (
+    Branches,
+    PositionTable,
+    banded_attention,
+    module_layer,
+    module_scale,
+    rotate_pairs,
+)
 from harness.methods.common.logn import scale_query_rows
 
 
@@ -30,14 +37,6 @@ def far_query_positions(pos: torch.Tensor, scales: torch.Tensor, window: int, of
 def far_key_positions(pos: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """Far-branch key positions [n, pairs]: ⌊j/s⌋."""
     return torch.div(pos[:, None], scales.to(pos.device)[None, :], rounding_mode="floor").double()
-
-
-def dpe_relative(i: int, j: int, scale: int, window: int, offset_division: str = "true") -> float:
-    """Relative position of one pair with group scale `scale` between query i and key j <= i."""
-    if i - j < window:
-        return float(i - j)
-    shift = window - (window // scale if offset_division == "floor" else window / scale)
-    return float(i // scale - j // scale + shift)
 
 
 class DpeKernel:
@@ -61,7 +60,7 @@ class DpeKernel:
         q = scale_query_rows(q, k.shape[-2] - q.shape[-2], self.logn_len)
         far_q, far_k = self._scaled_q, self.scaled_keys.rotate
         if self.masks is not None:
-            m = self.masks[module.layer_idx].to(device=q.device, dtype=q.dtype)  # [H, pairs]
+            m = self.masks[module_layer(module)].to(device=q.device, dtype=q.dtype)  # [H, pairs]
             md = torch.cat((m, m), dim=-1)[None, :, None, :]  # [1, H, 1, d]
 
             def far_q(x: torch.Tensor, start: int) -> torch.Tensor:
@@ -71,5 +70,6 @@ class DpeKernel:
                 return torch.cat((self.scaled_keys.rotate(x, start), self.normal.rotate(x, start)), dim=-1)
 
         br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=far_q, far_k=far_k,
-                      near_width=self.window, far_start=self.window, scale=module.scaling, plain=self.tables.rotate)
+                      near_width=self.window, far_start=self.window, scale=module_scale(module),
+                      plain=self.tables.rotate)
         return banded_attention(q, k, v, br)

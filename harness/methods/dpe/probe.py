@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.methods.common.frequency import text_config
 from harness.methods.common.rope import repeat_kv
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,13 @@ def dimension_contributions(model: torch.nn.Module, samples: Sequence[Sequence[i
 
     Captures pre-RoPE q/k with hooks on q_proj/k_proj (the projections include Qwen2's biases), one sample at a time.
     """
-    layers = [layer.self_attn for layer in model.model.layers]
-    cfg = model.config
+    decoder = model.get_submodule("model")
+    cfg = text_config(model)
+    layers = [decoder.get_submodule(f"layers.{i}.self_attn") for i in range(cfg.num_hidden_layers)]
     heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
-    head_dim = layers[0].head_dim
+    attn_head_dim = layers[0].head_dim
+    assert isinstance(attn_head_dim, int), "attention modules keep their head size in `head_dim`"
+    head_dim = int(attn_head_dim)
     total = torch.zeros(len(layers), heads, head_dim // 2)
     captured: dict[tuple[int, str], torch.Tensor] = {}
     hooks = []
@@ -95,10 +99,10 @@ def dimension_contributions(model: torch.nn.Module, samples: Sequence[Sequence[i
                 captured[(li, name)] = out
             hooks.append(getattr(attn, name).register_forward_hook(hook))
     tokens = 0
-    device = model.get_input_embeddings().weight.device
+    device = decoder.get_submodule("embed_tokens").get_parameter("weight").device
     try:
         for ids in samples:
-            model.model(input_ids=torch.tensor([list(ids)], device=device), use_cache=False)
+            decoder(input_ids=torch.tensor([list(ids)], device=device), use_cache=False)
             for li in range(len(layers)):
                 q = captured[(li, "q_proj")][0].view(len(ids), heads, head_dim).transpose(0, 1)
                 k = captured[(li, "k_proj")][0].view(len(ids), kv, head_dim).transpose(0, 1)

@@ -12,26 +12,29 @@ order or sharding.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FrequencyMethod, set_rope_parameters
+from harness.methods.common.frequency import FactorParams, FrequencyMethod, set_rope_parameters
 from harness.methods.dynamic_ntk.checks import INVARIANTS
 
 
 @METHODS.register
-class DynamicNTK(FrequencyMethod):
+class DynamicNTK(FrequencyMethod[FactorParams]):
     """HF rope_type "dynamic" with factor s, relative to the (possibly overridden) window M."""
 
     name = "dynamic_ntk"
     aliases = ("repro_dynamic_ntk", "dynamic")
-    description = "dynamic NTK: base grows with the current length beyond M"
     equals_original_within_window = True
     invariants = INVARIANTS
 
+    def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
+        return {"rope_type": "dynamic", "factor": self.factor(info)}
+
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         super().apply(model, info)
-        set_rope_parameters(model, rope_type="dynamic", factor=self.factor(info))
         self._model = model
 
     def start_example(self, seed: int) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -43,6 +44,8 @@ NOISE_KINDS = ("gaussian", "uniform")
 NOISE_OFF = ("none", "no", "off", "false", "")  # the reference treats anything but gaussian/uniform as "no noise"
 SUPPORTED_ROPE_TYPES = ("default", "llama3")
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+#: metadata of the reference's 0/1 switches
+SWITCH = domain(ge=0, le=1, why="a 0/1 switch")
 
 
 @dataclass
@@ -60,15 +63,15 @@ class GaliParams:
     #: "gaussian", "uniform" or "none" (also "no"/"off"); noise only applies with appro_attn = true
     noise_type: str = "gaussian"
     #: 1: add noise only where the interpolation weight r != 0; 0: everywhere
-    addon_relcoef: int | bool = 1
+    addon_relcoef: int | bool = field(default=1, metadata=SWITCH)
     #: multiplier on the distance-dependent noise std (scale_std = 1)
     std_base: float = field(default=1.0, metadata=domain(ge=0, le=1e6))
     #: gaussian mean: 0 -> 0, 1 -> the row mean of the logits
-    scale_mean: int | bool = 0
+    scale_mean: int | bool = field(default=0, metadata=SWITCH)
     #: 0 -> std 1, 1 -> std = (query index - key index) / K * std_base
-    scale_std: int | bool = 1
+    scale_std: int | bool = field(default=1, metadata=SWITCH)
     #: uniform noise amplitude: 0 -> 1, 1 -> the row max of the logits
-    scale_max: int | bool = 1
+    scale_max: int | bool = field(default=1, metadata=SWITCH)
     #: "fp32": exact interpolation weights (the paper); "bf16-reference": the released code's bf16 arithmetic
     precision: Literal["fp32", "bf16-reference"] = "fp32"
     #: noise draws: "exact" (iid per logit, like the reference; a score tile per query block) or "factored"
@@ -93,23 +96,16 @@ def noise_spec(params: GaliParams) -> NoiseSpec:
 
 
 def validate_params(p: GaliParams, window: int | None) -> None:
-    """Raise ConfigError("params.<key>", ...) for impossible values (window = M when known)."""
+    """Raise ConfigError("params.<key>", ...) for impossible combinations (window = M when known); each field's
+    type and domain are checked when the params are built."""
     coe = p.chunk_coe
     if isinstance(coe, float):
-        if not math.isfinite(coe) or coe <= 0:
-            raise ConfigError("params.chunk_coe", f"a float chunk_coe is a ratio and must be > 0, got {coe}",
-                              "use e.g. chunk_coe = 0.5 (ratio) or chunk_coe = 3000 (an int: fixed size)")
         if window and math.floor(window * coe) < 1:
             raise ConfigError("params.chunk_coe", f"ratio {coe} gives an empty first chunk (floor({window}·{coe}) = 0)",
                               f"use a ratio >= {1 / window:.3g} or an int chunk size")
         if coe.is_integer() and coe >= 2:
             log.warning("params.chunk_coe = %s is a float, read as a ratio of the tokens processed so far (as the "
                         "reference does); write %d (an int) for a fixed chunk size", coe, int(coe))
-    elif coe < 1:
-        raise ConfigError("params.chunk_coe", f"an int chunk_coe is a chunk size and must be >= 1, got {coe}",
-                          "use e.g. chunk_coe = 3000")
-    if p.local_window < 0:
-        raise ConfigError("params.local_window", f"must be >= 0, got {p.local_window}", "use e.g. local_window = 128")
     if window and p.local_window >= window:
         raise ConfigError("params.local_window", f"must be smaller than the original window M = {window}, got "
                           f"{p.local_window}", f"use a value below {window}, e.g. {min(128, window // 8)}")
@@ -117,11 +113,6 @@ def validate_params(p: GaliParams, window: int | None) -> None:
     if kind not in NOISE_KINDS and kind not in NOISE_OFF:
         raise ConfigError("params.noise_type", f"unknown noise type {p.noise_type!r}"
                           f"{suggest(kind, NOISE_KINDS + ('none',))}", "use \"gaussian\", \"uniform\" or \"none\"")
-    for key in ("addon_relcoef", "scale_mean", "scale_std", "scale_max"):
-        if int(getattr(p, key)) not in (0, 1) or isinstance(getattr(p, key), float):
-            raise ConfigError(f"params.{key}", f"must be 0 or 1, got {getattr(p, key)!r}", f"use {key} = 0 or 1")
-    if not math.isfinite(p.std_base) or p.std_base < 0:
-        raise ConfigError("params.std_base", f"must be a finite value >= 0, got {p.std_base}", "use std_base = 1.0")
     if p.noise_sampler == "factored" and kind in NOISE_KINDS and (
             kind != "gaussian" or int(p.scale_mean) or p.precision != "fp32"):
         raise ConfigError("params.noise_sampler", "\"factored\" draws gaussian noise with scale_mean = 0 in fp32 "
@@ -139,13 +130,11 @@ def make_kernel(tables: RopeTables, window: int, params: GaliParams, seed: int =
 
 
 @METHODS.register
-class Gali(Method):
+class Gali(Method[GaliParams]):
     """GALI on full-depth Llama / Mistral / Qwen2 (GQA included; rope type default or llama3)."""
 
     name = "gali"
     aliases = ("dpi",)
-    Params = GaliParams
-    description = "GALI: greedy position construction + attention-logit interpolation"
     equals_original_within_window = True
     invariants = INVARIANTS
 
@@ -156,7 +145,7 @@ class Gali(Method):
         self._seed = 42 if seed is None else int(seed)
 
     @classmethod
-    def validate(cls, params: GaliParams, cfg: Any, window: int | None) -> None:
+    def validate(cls, params: GaliParams, cfg: ExperimentConfig, window: int | None) -> None:
         validate_params(params, window)
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -43,7 +44,7 @@ class InfLLMParams:
     topk: int = field(default=16, metadata=domain(ge=1, le=MAX_TOKENS))
     repr_topk: int = field(default=4, metadata=domain(ge=1, le=MAX_TOKENS))
     exc_block_size: int | None = field(default=None, metadata=TOKENS)
-    max_cached_block: int = field(default=32, metadata=domain(ge=0, le=MAX_TOKENS))
+    max_cached_block: int = field(default=32, metadata=domain(ge=1, le=MAX_TOKENS))
     retrieval: Literal["query", "chunk"] = "query"
 
 
@@ -62,23 +63,15 @@ def infllm_sizes(params: InfLLMParams, window: int) -> InfLLMSizes:
 
 
 @METHODS.register
-class InfLLM(Method):
+class InfLLM(Method[InfLLMParams]):
     """InfLLM: initial + local tokens plus top-k retrieved memory blocks."""
 
     name = "infllm"
     aliases = ("inf_llm", "inf-llm")
-    Params = InfLLMParams
-    description = "InfLLM: local window + initial tokens + top-k retrieved memory blocks"
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: InfLLMParams, cfg: Any, window: int | None) -> None:
-        for key, low in (("n_local", 1), ("n_init", 0), ("block_size", 1), ("topk", 1), ("repr_topk", 1),
-                         ("exc_block_size", 1), ("max_cached_block", 1)):
-            value = getattr(params, key)
-            if value is not None and value < low:
-                raise ConfigError(f"params.{key}", f"must be >= {low}, got {value}",
-                                  "leave it out for the official default")
+    def validate(cls, params: InfLLMParams, cfg: ExperimentConfig, window: int | None) -> None:
         if params.block_size is not None and params.repr_topk > params.block_size:
             raise ConfigError("params.repr_topk", f"repr_topk {params.repr_topk} exceeds block_size "
                               f"{params.block_size}", "use repr_topk <= block_size (official: 4 of 128)")

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FrequencyMethod, set_rope_parameters
+from harness.methods.common.frequency import FactorParams, FrequencyMethod
 
 
 @METHODS.register
-class Linear(FrequencyMethod):
+class Linear(FrequencyMethod[FactorParams]):
     """inv_freq / s, i.e. every position p is treated as p / s."""
 
     name = "linear"
     aliases = ("pi", "repro_linear")
-    description = "position interpolation: inv_freq / s"
 
-    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
-        super().apply(model, info)
-        set_rope_parameters(model, rope_type="linear", factor=self.factor(info))
+    def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
+        return {"rope_type": "linear", "factor": self.factor(info)}

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import PositionTable
+from harness.methods.common.banded import PositionTable, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
 from harness.methods.lm_infinite.checks import INVARIANTS
@@ -39,15 +40,6 @@ class LMInfiniteParams:
     n_global: int = field(default=OFFICIAL_GLOBAL, metadata=TOKENS0)
     n_local: int | None = field(default=None, metadata=TOKENS)
     limit_distance: int | None = field(default=None, metadata=TOKENS)
-
-
-def lm_infinite_relative(i: int, j: int, n_global: int, n_local: int, limit: int) -> int | None:
-    """Relative position LM-Infinite gives key j from query i (None: masked by the Λ shape)."""
-    if i - j < n_local:
-        return i - j
-    if j < n_global:
-        return min(limit, i)
-    return None
 
 
 class LMInfiniteKernel:
@@ -66,7 +58,7 @@ class LMInfiniteKernel:
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sink_band_attention(q, k, v, self.n_global, self.n_local, self.table, self.tables.rotate,
-                                   self._global_q, self._global_k, module.scaling)
+                                   self._global_q, self._global_k, module_scale(module))
 
 
 def _sizes(params: LMInfiniteParams, window: int) -> tuple[int, int]:
@@ -75,23 +67,15 @@ def _sizes(params: LMInfiniteParams, window: int) -> tuple[int, int]:
 
 
 @METHODS.register
-class LMInfinite(Method):
+class LMInfinite(Method[LMInfiniteParams]):
     """LM-Infinite: Λ-shaped mask (starting tokens + local window) and a distance cap."""
 
     name = "lm_infinite"
     aliases = ("lminfinite",)
-    Params = LMInfiniteParams
-    description = "LM-Infinite: Λ-shaped mask (n_global + n_local) and distance cap"
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: LMInfiniteParams, cfg: Any, window: int | None) -> None:
-        if params.n_global < 0:
-            raise ConfigError("params.n_global", f"must be >= 0, got {params.n_global}", "use 10 (official)")
-        for key in ("n_local", "limit_distance"):
-            value = getattr(params, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"params.{key}", f"must be >= 1, got {value}", "leave it out for the model's window")
+    def validate(cls, params: LMInfiniteParams, cfg: ExperimentConfig, window: int | None) -> None:
         if window:
             n_local, limit = _sizes(params, window)
             if n_local > window:

@@ -8,23 +8,26 @@ attention change). See docs/methods/frequency.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
-from harness.core.params import TOKENS0, domain
+from harness.core.params import TOKENS0, check_domain, domain
 from harness.methods.base import METHODS, ModelInfo
 from harness.methods.common.frequency import (
     FactorParams,
     FrequencyMethod,
     global_rope,
     rotary_dim,
+    rotary_embedding,
     set_rope_parameters,
+    text_config,
 )
-from harness.methods.common.hook import decoder
 from harness.methods.common.rope import rope_cos_sin
 from harness.methods.longrope.factors import (
     check_factors,
@@ -57,7 +60,7 @@ class InitialTokensRope:
 
     n_hat: int
     nhat_inv_freq: torch.Tensor
-    rope_base: type
+    rope_base: type[torch.nn.Module]
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str | None = None):
         kw = {"layer_type": layer_type} if layer_type is not None else {}
@@ -72,10 +75,15 @@ class InitialTokensRope:
 
 def keep_initial_tokens(model: torch.nn.Module, n_hat: int, theta: float, dim: int) -> None:
     """Make the model's rotary embedding give positions < n_hat the default RoPE frequencies θ^(−2i/d)."""
-    rotary = decoder(model).rotary_emb
-    base = type(rotary)
-    rotary.__class__ = type(f"InitialTokens{base.__name__}", (InitialTokensRope, base), {"rope_base": base})
-    rotary.n_hat = n_hat
+    rotary = rotary_embedding(model)
+    base, kept = type(rotary), n_hat
+
+    class KeepInitialTokens(InitialTokensRope, base):
+        rope_base = base
+        n_hat = kept
+
+    KeepInitialTokens.__name__ = f"InitialTokens{base.__name__}"
+    rotary.__class__ = KeepInitialTokens
     device = next(iter(rotary.buffers())).device
     inv = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)
     rotary.register_buffer("nhat_inv_freq", inv, persistent=False)
@@ -84,44 +92,40 @@ def keep_initial_tokens(model: torch.nn.Module, n_hat: int, theta: float, dim: i
 def apply_longrope(model: torch.nn.Module, long_factor: list[float], short_factor: list[float] | None,
                    attention_factor: float, window: int, n_hat: int = 0) -> None:
     """Set the `longrope` rope type (factors switch at the window M like Phi-3) and the n̂ initial tokens."""
-    rotary = decoder(model).rotary_emb
-    if isinstance(rotary, InitialTokensRope):  # applied before (the search re-applies per candidate)
-        rotary.__class__ = rotary.rope_base
+    rotary = rotary_embedding(model)
+    swapped = type(rotary)
+    if issubclass(swapped, InitialTokensRope):  # applied before (the search re-applies per candidate)
+        rotary.__class__ = swapped.rope_base
     set_rope_parameters(model, rope_type="longrope", long_factor=list(long_factor),
                         short_factor=list(short_factor if short_factor is not None else long_factor),
                         attention_factor=attention_factor, original_max_position_embeddings=window)
     if n_hat > 0:
-        keep_initial_tokens(model, n_hat, float(global_rope(model.config)["rope_theta"]), rotary_dim(model.config))
+        config = text_config(model)
+        keep_initial_tokens(model, n_hat, float(global_rope(config)["rope_theta"]), rotary_dim(config))
 
 
 @METHODS.register
-class LongRope(FrequencyMethod):
+class LongRope(FrequencyMethod[LongRopeParams]):
     """Static per-frequency factors; with a `short_factor`, sequences within M use it instead (decided per forward)."""
 
     name = "longrope"
     aliases = ("long_rope",)
-    Params = LongRopeParams
-    description = "LongRoPE: searched per-frequency rescale factors (+ n̂ initial tokens kept)"
 
     @classmethod
-    def validate(cls, params: LongRopeParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]
+    def validate(cls, params: LongRopeParams, cfg: ExperimentConfig, window: int | None) -> None:
         if params.factors_file and (params.long_factor is None or locate(params.factors_file, cfg.source).exists()):
-            # fold the file into the params: the resolved config (config.json) then records the factors that ran
+            # fold the file into the params: the resolved config (config.json) then records the factors that ran;
+            # the file's values obey the same domains as [params]
+            domains = {f.name: f.metadata.get("domain") for f in dataclasses.fields(params)}
             for key, value in read_factors_file(params.factors_file, source=cfg.source).items():
                 if getattr(params, key) is None:
+                    check_domain(f"params.{key}", value, domains[key])
                     setattr(params, key, value)
         if params.factor is None and not cfg.max_pe:
             raise ConfigError("params.factor", "method 'longrope' needs the scale s (for its attention factor)",
                               "set factor, or max_pe so that factor = max_pe / window, or use a factors file")
-        if params.factor is not None and params.factor <= 0:
-            raise ConfigError("params.factor", f"must be positive, got {params.factor}", "use e.g. factor = 8.0")
-        if params.n_hat is not None and params.n_hat < 0:
-            raise ConfigError("params.n_hat", f"must be >= 0, got {params.n_hat}", "use 0 (no kept tokens) or e.g. 4")
-        if params.attention_factor is not None and params.attention_factor <= 0:
-            raise ConfigError("params.attention_factor", "must be positive", "remove it for sqrt(1 + ln s / ln M)")
         for key in ("long_factor", "short_factor"):
-            values = getattr(params, key)
-            if values is not None and (not values or min(values) <= 0):
+            if getattr(params, key) == []:
                 raise ConfigError(f"params.{key}", "must be a non-empty list of positive factors",
                                   "use factors >= 1 (1 = frequency unchanged)")
 
@@ -146,6 +150,6 @@ class LongRope(FrequencyMethod):
 
     def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
         self.info = info
-        r = self.resolved(info, rotary_dim(model.config))
+        r = self.resolved(info, rotary_dim(text_config(model)))
         apply_longrope(model, r["long_factor"], r["short_factor"], r["attention_factor"], info.original_window,
                        r["n_hat"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FrequencyMethod, rotary_dim, set_rope_parameters
+from harness.methods.common.frequency import FactorParams, FrequencyMethod, rotary_dim, text_config
 
 
 def ntk_base(theta: float, factor: float, head_dim: int) -> float:
@@ -14,15 +16,13 @@ def ntk_base(theta: float, factor: float, head_dim: int) -> float:
 
 
 @METHODS.register
-class StaticNTK(FrequencyMethod):
+class StaticNTK(FrequencyMethod[FactorParams]):
     """Fixed for the target length M·s: short inputs change too (unlike dynamic NTK)."""
 
     name = "ntk"
     aliases = ("repro_ntk", "static_ntk")
-    description = "static NTK-aware base θ·s^(d/(d−2))"
 
-    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
-        super().apply(model, info)
+    def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         # d = the rotating channels (head_dim unless the family uses partial rotary, e.g. Phi-4-mini's 0.75)
-        base = ntk_base(info.rope_theta, self.factor(info), rotary_dim(model.config))
-        set_rope_parameters(model, rope_type="default", rope_theta=base)
+        return {"rope_type": "default",
+                "rope_theta": ntk_base(info.rope_theta, self.factor(info), rotary_dim(text_config(model)))}

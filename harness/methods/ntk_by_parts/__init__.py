@@ -6,40 +6,23 @@ window M keep their frequency, those with fewer than beta_slow are divided by s,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from harness.core.params import domain
 from harness.methods.base import METHODS, ModelInfo
-from harness.methods.common.frequency import FactorParams, FrequencyMethod, set_rope_parameters
-from harness.methods.yarn import check_ramp
+from harness.methods.common.frequency import FrequencyMethod, RampParams, yarn_rope
 
-
-@dataclass
-class NtkByPartsParams(FactorParams):
-    """YaRN's ramp bounds (beta_fast 32, beta_slow 1, as in the YaRN paper and transformers)."""
-
-    beta_fast: float = field(default=32.0, metadata=domain(gt=0, le=1e6))
-    beta_slow: float = field(default=1.0, metadata=domain(gt=0, le=1e6))
+#: the parameters: factor s and YaRN's ramp bounds beta_fast / beta_slow (no attention factor)
+NtkByPartsParams = RampParams
 
 
 @METHODS.register
-class NtkByParts(FrequencyMethod):
+class NtkByParts(FrequencyMethod[NtkByPartsParams]):
     """Static: short inputs change too. Equals `yarn` with attention_factor = 1."""
 
     name = "ntk_by_parts"
     aliases = ("ntk-by-parts", "part_ntk")
-    Params = NtkByPartsParams
-    description = "NTK-by-parts: YaRN's frequency ramp, no attention temperature"
 
-    @classmethod
-    def validate(cls, params: NtkByPartsParams, cfg, window: int | None) -> None:  # type: ignore[override]
-        super().validate(params, cfg, window)
-        check_ramp(params.beta_fast, params.beta_slow)
-
-    def apply(self, model: torch.nn.Module, info: ModelInfo) -> None:
-        super().apply(model, info)
-        set_rope_parameters(model, rope_type="yarn", factor=self.factor(info), attention_factor=1.0,
-                            beta_fast=self.params.beta_fast, beta_slow=self.params.beta_slow,
-                            original_max_position_embeddings=info.original_window)
+    def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
+        return yarn_rope(self.params, self.factor(info), info.original_window, attention_factor=1.0)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from harness.methods.base import METHODS, Method
+from harness.methods.base import METHODS, Method, NoParams
 from harness.methods.common.frequency import FREQUENCY_FAMILIES
 
 
 @METHODS.register
-class Original(Method):
+class Original(Method[NoParams]):
     """The model as loaded: its own RoPE, standard causal attention."""
 
     name = "original"
     aliases = ("repro_original",)
-    description = "unmodified model"
     equals_original_within_window = True
     families = FREQUENCY_FAMILIES

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -19,7 +20,7 @@ from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.lse import choose_kernel
 from harness.methods.selfextend.checks import INVARIANTS
 from harness.methods.selfextend.kernel import SelfExtendKernel
-from harness.methods.selfextend.positions import max_supported_length, suggested_pair, valid_pairs
+from harness.methods.selfextend.positions import check_pair, suggested_pair
 
 
 @dataclass
@@ -40,51 +41,21 @@ class SelfExtendParams:
     kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
-def _pairs_text(pairs: list[tuple[int, int]]) -> str:
-    return "; ".join(f"window_size = {w}, group_size = {g}" for w, g in pairs)
-
-
-def check_pair(window: int, group: int, original_window: int, target: int | None) -> None:
-    """Raise ConfigError unless W ≤ M and (M − W)·G + W ≥ target (target = max_pe; None skips that check)."""
-    M = original_window
-    if window > M:
-        raise ConfigError("params.window_size", f"window_size W = {window} exceeds the model's pre-trained window "
-                          f"M = {M}: neighbour distances up to W − 1 would be unseen",
-                          f"use W < M, e.g. {_pairs_text(valid_pairs(M, target or M, prefer_group=group))}")
-    if target is None:
-        return
-    reach = max_supported_length(M, window, group)
-    if reach < target:
-        raise ConfigError(
-            "params.group_size",
-            f"SelfExtend with window_size W = {window}, group_size G = {group} on a model with window M = {M} "
-            f"covers (M − W)·G + W = ({M} − {window})·{group} + {window} = {reach} tokens, below the target "
-            f"length max_pe = {target}: group positions would exceed the pre-trained window",
-            f"valid pairs for max_pe = {target}: {_pairs_text(valid_pairs(M, target, window, group))}")
-
-
 @METHODS.register
-class SelfExtend(Method):
+class SelfExtend(Method[SelfExtendParams]):
     """SelfExtend: two-level (neighbour / grouped) positions, merged exactly by log-sum-exp, O(n) memory."""
 
     name = "selfextend"
     aliases = ("repro_se",)
-    Params = SelfExtendParams
-    description = "SelfExtend: neighbour attention within W, grouped positions (floor(pos/G)) beyond"
-    equals_original_within_window = False  # exact only up to W tokens (W < M)
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: SelfExtendParams, cfg: Any, window: int | None) -> None:  # type: ignore[override]
+    def validate(cls, params: SelfExtendParams, cfg: ExperimentConfig, window: int | None) -> None:
         if (params.group_size is None) != (params.window_size is None):
             raise ConfigError("params.group_size" if params.group_size is None else "params.window_size",
                               "set both group_size and window_size, or neither",
                               "give both (e.g. window_size = 1024, group_size = 5), or omit both to use the "
                               "suggested pair for max_pe")
-        if params.group_size is not None and params.group_size < 1:
-            raise ConfigError("params.group_size", f"must be ≥ 1, got {params.group_size}", "use e.g. 3")
-        if params.window_size is not None and params.window_size < 1:
-            raise ConfigError("params.window_size", f"must be ≥ 1, got {params.window_size}", "use e.g. 1024")
         if params.group_size is None and not cfg.max_pe:
             raise ConfigError("params.group_size", "SelfExtend needs window_size and group_size, or max_pe to "
                               "choose them", "set max_pe (the target length) or both window_size and group_size")

@@ -13,9 +13,11 @@ from typing import Literal
 
 import torch
 
+from harness.core.errors import ConfigError
+
 ShiftMode = Literal["floor", "true_div"]
 
-#: peers.md §4d (GALI paper, Table 10): (M, target) -> (window_size W, group_size G)
+#: the GALI paper's Table 10 (docs/methods/selfextend_dca.md): (M, target) -> (window_size W, group_size G)
 TABLE10: dict[tuple[int, int], tuple[int, int]] = {
     (2048, 8192): (512, 5),
     (4096, 8192): (2048, 3),
@@ -45,32 +47,6 @@ def group_query_positions(positions: torch.Tensor, group: int, shift: float) -> 
 def group_key_positions(positions: torch.Tensor, group: int) -> torch.Tensor:
     """floor(j/G)."""
     return torch.div(positions, group, rounding_mode="floor")
-
-
-def neighbor_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
-    """[s, K] True where key j is a neighbour of query i: 0 ≤ i − j < W."""
-    rel = q_pos[:, None] - k_pos[None, :]
-    return (rel >= 0) & (rel < window)
-
-
-def group_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
-    """[s, K] True where key j is in query i's group region: i − j ≥ W."""
-    return (q_pos[:, None] - k_pos[None, :]) >= window
-
-
-def relative_distances(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, group: int,
-                       mode: ShiftMode = "floor") -> torch.Tensor:
-    """[s, K] float64 distance that each (query, key) logit uses; NaN for future keys.
-
-    Neighbour: i − j. Group: floor(i/G) − floor(j/G) + shift (shift per `group_shift`, from the largest query).
-    """
-    max_pos = int(q_pos.max()) if q_pos.numel() else 0
-    shift = group_shift(window, group, mode, max_pos)
-    near = (q_pos[:, None] - k_pos[None, :]).double()
-    far = (group_query_positions(q_pos, group, shift).double()[:, None]
-           - group_key_positions(k_pos, group).double()[None, :])
-    out = torch.where(neighbor_mask(q_pos, k_pos, window), near, far)
-    return out.masked_fill(near < 0, float("nan"))
 
 
 def log_scale(q_pos: torch.Tensor, scale_base: float) -> torch.Tensor | None:
@@ -136,3 +112,26 @@ def valid_pairs(original_window: int, target: int, prefer_window: int | None = N
         if g is not None:
             pairs.append((w, g))
     return list(dict.fromkeys(pairs))[:4]
+
+
+def _pairs_text(pairs: list[tuple[int, int]]) -> str:
+    return "; ".join(f"window_size = {w}, group_size = {g}" for w, g in pairs)
+
+
+def check_pair(window: int, group: int, original_window: int, target: int | None) -> None:
+    """Raise ConfigError unless W ≤ M and (M − W)·G + W ≥ target (target = max_pe; None skips that check)."""
+    M = original_window
+    if window > M:
+        raise ConfigError("params.window_size", f"window_size W = {window} exceeds the model's pre-trained window "
+                          f"M = {M}: neighbour distances up to W − 1 would be unseen",
+                          f"use W < M, e.g. {_pairs_text(valid_pairs(M, target or M, prefer_group=group))}")
+    if target is None:
+        return
+    reach = max_supported_length(M, window, group)
+    if reach < target:
+        raise ConfigError(
+            "params.group_size",
+            f"SelfExtend with window_size W = {window}, group_size G = {group} on a model with window M = {M} "
+            f"covers (M − W)·G + W = ({M} − {window})·{group} + {window} = {reach} tokens, below the target "
+            f"length max_pe = {target}: group positions would exceed the pre-trained window",
+            f"valid pairs for max_pe = {target}: {_pairs_text(valid_pairs(M, target, window, group))}")

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
@@ -51,15 +52,6 @@ def streaming_window(params: StreamingLLMParams, original_window: int) -> int:
     return max(1, min(OFFICIAL_RECENT, original_window - params.sinks))
 
 
-def streaming_relative(i: int, j: int, sinks: int, window: int) -> int | None:
-    """Relative position StreamingLLM gives key j from query i (None: evicted, not attended)."""
-    if i - j < window:
-        return i - j
-    if j < sinks:
-        return min(i, sinks + window - 1) - j
-    return None
-
-
 class StreamingLLMKernel:
     """Band of `window` keys at their true distance + `sinks` starting keys seen from cache slot min(i, S + W − 1).
 
@@ -85,22 +77,15 @@ class StreamingLLMKernel:
 
 
 @METHODS.register
-class StreamingLLM(Method):
+class StreamingLLM(Method[StreamingLLMParams]):
     """StreamingLLM: attention sinks + sliding window, positions within the cache."""
 
     name = "streaming_llm"
     aliases = ("streamingllm",)
-    Params = StreamingLLMParams
-    description = "StreamingLLM: attention sinks + sliding window (positions within the cache)"
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: StreamingLLMParams, cfg: Any, window: int | None) -> None:
-        if params.sinks < 0:
-            raise ConfigError("params.sinks", f"must be >= 0, got {params.sinks}", "use 4 (official start_size)")
-        if params.window is not None and params.window < 1:
-            raise ConfigError("params.window", f"must be >= 1, got {params.window}",
-                              "leave it out for min(2000, M − sinks), or use a value below the model's window")
+    def validate(cls, params: StreamingLLMParams, cfg: ExperimentConfig, window: int | None) -> None:
         if window and params.sinks + streaming_window(params, window) > window:
             raise ConfigError("params.window", f"sinks + window = {params.sinks} + "
                               f"{streaming_window(params, window)} exceeds the model's window {window}: cache "

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import Branches, PositionTable, banded_attention
+from harness.methods.common.banded import Branches, PositionTable, banded_attention, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
-from harness.methods.common.logn import scale_query_rows
+from harness.methods.common.logn import plain_rope_length, scale_query_rows
 from harness.methods.common.lse import choose_kernel
 from harness.methods.string_rope.checks import INVARIANTS
 
@@ -42,8 +43,8 @@ class StringParams:
     W = `local_value`."""
 
     shifted_offset: int | None = field(default=None, metadata=TOKENS)
-    offset_ratio: float = field(default=0.33, metadata=domain(gt=0, lt=1))
-    max_length: int | None = field(default=None, metadata=TOKENS)
+    offset_ratio: float = field(default=0.33, metadata=domain(gt=0, lt=1, why="S / L: 0.33 official, 0.25–0.4 advised"))
+    max_length: int | None = field(default=None, metadata=domain(ge=2, le=MAX_TOKENS, why="the longest test length"))
     local_value: int = field(default=128, metadata=TOKENS0)
     official_attention_factor: bool = False
     mode: Literal["paper", "reference"] = "paper"
@@ -59,11 +60,6 @@ def string_offset(params: StringParams, max_pe: int | None, window: int | None) 
         return params.shifted_offset
     length = params.max_length or max_pe or window
     return int(params.offset_ratio * length) if length else None
-
-
-def string_relative(d: int, offset: int, local_value: int) -> int:
-    """Relative position STRING assigns to distance d (paper semantics)."""
-    return d if d < offset else d - offset + local_value
 
 
 class StringKernel:
@@ -84,35 +80,20 @@ class StringKernel:
         q = scale_query_rows(q, k.shape[-2] - s, self.logn_len)
         width = self.offset + 1 if (self.reference and s > 1) else self.offset
         br = Branches(near_q=self.normal.rotate, near_k=self.normal.rotate, far_q=self._far_q, far_k=None,
-                      near_width=width, far_start=self.offset, scale=module.scaling * self.factor ** 2,
+                      near_width=width, far_start=self.offset, scale=module_scale(module) * self.factor ** 2,
                       plain=self.tables.rotate)
         return banded_attention(q, k, v, br)
 
 
 @METHODS.register
-class String(Method):
+class String(Method[StringParams]):
     """STRING: shift relative positions >= S down to W (used within, or modestly beyond, the trained window)."""
 
     name = "string"
-    Params = StringParams
-    description = "STRING: relative positions d >= S become d − S + W"
     invariants = INVARIANTS
 
     @classmethod
-    def validate(cls, params: StringParams, cfg: Any, window: int | None) -> None:
-        if params.shifted_offset is not None and params.shifted_offset < 1:
-            raise ConfigError("params.shifted_offset", f"must be >= 1, got {params.shifted_offset}",
-                              "leave it out for int(0.33 · max_length), or use 0.25–0.4 of the test length")
-        if not 0.0 < params.offset_ratio < 1.0:
-            raise ConfigError("params.offset_ratio", f"must be in (0, 1), got {params.offset_ratio}",
-                              "use 0.33 (official) or 0.25–0.4 (README advice)")
-        if params.max_length is not None and params.max_length < 2:
-            raise ConfigError("params.max_length", f"must be >= 2, got {params.max_length}",
-                              "set the longest test length, e.g. 131072")
-        if params.local_value < 0:
-            raise ConfigError("params.local_value", f"must be >= 0, got {params.local_value}", "use 128 (official)")
-        if params.train_len is not None and params.train_len < 2:
-            raise ConfigError("params.train_len", f"must be >= 2, got {params.train_len}", "leave it out")
+    def validate(cls, params: StringParams, cfg: ExperimentConfig, window: int | None) -> None:
         offset = string_offset(params, cfg.max_pe, window)
         if offset is None:
             return
@@ -153,5 +134,4 @@ class String(Method):
         """With L <= S the method is plain RoPE (only without the official attention factor)."""
         if self.kernel.factor != 1.0:
             return None
-        w = info.original_window
-        return min(self.kernel.offset, w, self.kernel.logn_len or w)
+        return plain_rope_length(self.kernel.offset, info.original_window, self.kernel.logn_len)
