@@ -2,12 +2,14 @@
 
 Per task, one row per experiment: identity columns (model, method, key params, original and target window),
 completeness (`complete`, scored/expected counts, `incomplete` naming partial or missing datasets), one column per
-dataset in the task's order, the `average` over them, and per-length detail columns (needle `acc@<L>`, pg19
-`ppl@<L>`). Rows are sorted by model, method, experiment. gali-eval's beyond-window subsets (`beyond_original`:
-prompt_len >= M, `beyond_target`: >= max_pe) add `average_beyond_orig` / `n_beyond_orig` (and `_target`) columns, and
-their per-dataset tables are written as `<task>_beyond_orig.csv/.md` (and `_target`) beside the workbook.
-Figures come from `harness.stages.plots.PLOTTERS`; `comparison_table` gives the method x length table (needle accuracy,
-PPL) of the demo.
+dataset in the task's order, the `average` over them, the task's other summary numbers, and the columns the task
+declares (`Task.summary_columns`, e.g. `acc@<L>` per length). Rows are sorted by model, method, experiment.
+gali-eval's beyond-window subsets (`beyond_original`: prompt_len >= M, `beyond_target`: >= max_pe) add
+`average_beyond_orig` / `n_beyond_orig` (and `_target`) columns, and their per-dataset tables are written as
+`<task>_beyond_orig.csv/.md` (and `_target`) beside the workbook. Tasks declare their extra tables (`Task.tables`)
+and figures (`Task.figures`, drawn by harness.stages.plots in worker processes while the tables are written);
+`comparison_table` gives the method x length table of the rows tasks declare (`Task.length_row`, e.g. pass rate or
+perplexity per length) for the demo. No task is named here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import pandas as pd
 
 from harness.core.results import ExperimentDir, io_error
 from harness.stages import figure_pool
-from harness.stages.workbook import build_sheets, write_workbook
+from harness.stages.plots import Planned, save
+from harness.stages.plots import plan as plan_figures
+from harness.stages.workbook import build_sheets, comparison_frame, write_workbook
+from harness.tasks.base import collect_task
 
 log = logging.getLogger(__name__)
 
@@ -64,35 +69,15 @@ def identity(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
             "target": doc.get("max_pe")}
 
 
-def detail_columns(task: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """Per-length columns: needle `acc@<L>` (pass rate per length), pg19 `ppl@<L>` (token-weighted PPL)."""
-    from harness.stages.plots import ppl_curve
-    from harness.tasks.reports import detail_columns as task_details
-
-    special = task_details(task, doc)  # tasks with their own per-length columns (ruler)
-    if special is not None:
-        return special
-    out: dict[str, Any] = {}
-    single = len(doc.get("subsets") or {}) == 1
-    for subset, metrics in (doc.get("subsets") or {}).items():
-        tag = "" if single else f"[{subset}]"
-        if task == "needle":
-            for length, acc in (metrics.get("by_length") or {}).items():
-                out[f"acc@{length}{tag}"] = acc
-        elif task == "pg19":
-            for length, ppl in ppl_curve(metrics.get("ppl") or {}):
-                out[f"ppl@{length}{tag}"] = round(ppl, 4)
-    return out
-
-
 def experiment_row(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
     """One row: identity, completeness, one column per subset, the average, other task summary numbers, details."""
     subsets: dict[str, dict[str, Any]] = doc.get("subsets") or {}
     expected = [m.get("n_expected") for m in subsets.values()]
+    n_expected = sum(int(e) for e in expected if e is not None) if expected and None not in expected else None
     partial = [f"{s} {m.get('n_scored')}/{m.get('n_expected')}" for s, m in subsets.items() if not m.get("complete")]
     row: dict[str, Any] = {**identity(exp, doc), "complete": bool(doc.get("complete")),
                            "n_scored": sum(int(m.get("n_scored") or 0) for m in subsets.values()),
-                           "n_expected": sum(expected) if expected and None not in expected else None,
+                           "n_expected": n_expected,
                            "incomplete": "; ".join(partial)}
     for subset, metrics in subsets.items():
         row[subset] = metrics.get("score")
@@ -107,7 +92,7 @@ def experiment_row(exp: ExperimentDir, doc: dict[str, Any]) -> dict[str, Any]:
         suffix = LENGTH_SHEETS.get(key, key)
         row[f"average_{suffix}"] = (info.get("summary") or {}).get("average")
         row[f"n_{suffix}"] = info.get("n_scored")
-    row.update(detail_columns(str(doc.get("task")), doc))
+    row.update(collect_task(str(doc.get("task"))).summary_columns(doc))
     row["_subsets"] = list(subsets)
     return row
 
@@ -214,11 +199,7 @@ def scores_problem(exp: ExperimentDir, doc: Any) -> str | None:
     try:  # the same code collect() runs, so a document that passes cannot break the tables
         rows = [experiment_row(exp, doc), *(length_subset_row(exp, doc, key) for key in LENGTH_SHEETS)]
         comparison_table([doc])
-        from harness.tasks.reports import task_tables
-
         task_tables({str(doc.get("task")): [(exp, doc)]})
-        from harness.stages.workbook import comparison_frame
-
         comparison_frame([doc])
         for row in filter(None, rows):
             cell = next((k for k, v in row.items() if k != "_subsets" and isinstance(v, (dict, list, tuple))), None)
@@ -244,57 +225,63 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def comparison_table(docs: list[dict[str, Any]]) -> pd.DataFrame:
-    """Method x length table for the demo: needle pass rate (%) and PG19 PPL per length.
+    """Method x length table for the demo: the per-length rows tasks declare (`Task.length_row`).
 
-    Columns `model, method, experiment, metric` (`needle_acc` or `ppl`) then one column per length (ascending,
-    union over all documents; empty where not measured). Rows sorted by model, method, experiment, metric.
+    Columns `model, method, experiment, metric` (the name in the task's `length_row`) then one
+    column per length (ascending, union over all documents; empty where not measured). Rows sorted by model, method,
+    experiment, metric.
     """
-    from harness.stages.plots import ppl_curve
-
     rows: list[dict[Any, Any]] = []
     for doc in docs:
+        task = collect_task(str(doc.get("task")))
         base = {"model": doc.get("model"), "method": doc.get("method"), "experiment": doc.get("exp_name")}
         for metrics in (doc.get("subsets") or {}).values():
-            if doc.get("task") == "needle" and metrics.get("by_length"):
-                rows.append({**base, "metric": "needle_acc",
-                             **{int(k): _number(v) for k, v in metrics["by_length"].items()}})
-            elif doc.get("task") == "pg19" and metrics.get("ppl"):
-                rows.append({**base, "metric": "ppl", **{k: round(v, 4) for k, v in ppl_curve(metrics["ppl"])}})
+            row = task.length_row(metrics)
+            if row is not None:
+                rows.append({**base, "metric": row[0], **row[1]})
     lead = ["model", "method", "experiment", "metric"]
     lengths = sorted({k for r in rows for k in r if isinstance(k, int)})
     rows.sort(key=lambda r: tuple(str(r[c]) for c in lead))
     return pd.DataFrame(rows, columns=lead + lengths)
 
 
-def _save_figure(fig: Any, path: Path, sig: str) -> Path:
-    from harness.stages.plots import _save
+def task_tables(by_task: dict[str, list[Item]]) -> dict[str, pd.DataFrame]:
+    """The extra tables the tasks present declare (`Task.tables`), in task order."""
+    out = {}
+    for task, items in sorted(by_task.items()):
+        for table in collect_task(task).tables:
+            out[table.name] = table.build([doc for _, doc in items])
+    return out
 
-    return _save(fig, path, sig)
+
+def start_figures(by_task: dict[str, list[Item]], out_dir: Path) -> tuple[list[Path], figure_pool.Drawing]:
+    """Plan the figures every task declares and start drawing those whose data changed (a failing plan is logged)."""
+    paths: list[Path] = []
+    todo: list[Planned] = []
+    for task, items in sorted(by_task.items()):
+        try:
+            task_paths, task_todo = plan_figures(task, [d for _, d in items], out_dir)
+        except figure_pool.ERRORS as exc:
+            log.warning("%s: plotting failed (%s: %s); tables are unaffected", task, type(exc).__name__, exc)
+            continue
+        paths += task_paths
+        todo += task_todo
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return paths, figure_pool.start(todo, save)
 
 
 def make_figures(by_task: dict[str, list[Item]], out_dir: Path) -> list[Path]:
-    """Figures of every task with a plotter in harness.stages.plots.PLOTTERS (a failing plot is logged, not raised)."""
-    from harness.stages.plots import PLOTTERS
-
-    figures: list[Path] = []
-    with figure_pool.deferring() as jobs:  # plotters queue what needs drawing; drawn below in worker processes
-        for task, items in by_task.items():
-            plotter = PLOTTERS.get(task)
-            if plotter is None:
-                continue
-            docs = sorted((d for _, d in items), key=lambda d: str(d.get("exp_name")))
-            try:
-                figures += plotter(docs, out_dir)
-            except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError) as exc:
-                log.warning("%s: plotting failed (%s: %s); tables are unaffected", task, type(exc).__name__, exc)
-    failed = figure_pool.draw_all(jobs, _save_figure)
-    return [p for p in figures if p not in failed]
+    """Figures of every task (its declared `Task.figures`); the paths drawn or kept, without those that failed."""
+    paths, drawing = start_figures(by_task, out_dir)
+    failed = drawing.wait()
+    return [p for p in paths if p not in failed]
 
 
 def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[str, Any]:
     """Write `out` (xlsx, a sheet per task) plus <table>.csv, <table>.md, summary.md, comparison.* and figures/
     beside it. Returns {"tables": {task: DataFrame} (the workbook's sheets), "length_tables": {"<task>_beyond_orig":
-    DataFrame, ...}, "task_tables": {"ruler_by_length": DataFrame, ...} (harness.tasks.reports; also workbook sheets),
+    DataFrame, ...}, "task_tables": {name: DataFrame} (declared by tasks; also workbook sheets),
     "markdown": str, "figures": [paths], "files": [paths]}."""
     by_task: dict[str, list[Item]] = {}
     for exp, doc in load_scores(exps):
@@ -307,9 +294,7 @@ def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[st
             rows = [r for r in (length_subset_row(e, d, key) for e, d in items) if r is not None]
             if any(r["n_in_subset"] for r in rows):
                 length_tables[f"{task}_{suffix}"] = build_table(rows, ID_COLUMNS[:6] + LENGTH_COLUMNS)
-    from harness.tasks.reports import task_tables
-
-    extra_tables = task_tables(by_task)  # task-specific tables (ruler_by_length, longbench_v2_categories)
+    extra_tables = task_tables(by_task)  # the tables tasks declare (Task.tables)
     result: dict[str, Any] = {"tables": tables, "length_tables": length_tables, "task_tables": extra_tables,
                               "markdown": "", "figures": [], "files": []}
     if not tables:
@@ -323,8 +308,22 @@ def collect(exps: list[ExperimentDir], out: Path, plots: bool = True) -> dict[st
 def _write_outputs(by_task: dict[str, list[Item]], tables: dict[str, pd.DataFrame],
                    length_tables: dict[str, pd.DataFrame], extra_tables: dict[str, pd.DataFrame], out: Path,
                    plots: bool, result: dict[str, Any]) -> dict[str, Any]:
-    """Write the tables, workbook and figures of `collect` (OSError propagates)."""
+    """Write the tables, workbook and figures of `collect` (OSError propagates); figures are drawn in worker
+    processes while the tables are written."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    figures, drawing = start_figures(by_task, out.parent / "figures") if plots else ([], None)
+    try:
+        _write_tables(by_task, tables, length_tables, extra_tables, out, result)
+    finally:
+        failed = drawing.wait() if drawing is not None else set()
+    result["figures"] = [p for p in figures if p not in failed]
+    return result
+
+
+def _write_tables(by_task: dict[str, list[Item]], tables: dict[str, pd.DataFrame],
+                  length_tables: dict[str, pd.DataFrame], extra_tables: dict[str, pd.DataFrame], out: Path,
+                  result: dict[str, Any]) -> None:
+    """The CSV, markdown and workbook files of `collect`."""
     sections = []
     for sheet, df in {**tables, **length_tables, **extra_tables}.items():
         md = to_markdown(df)
@@ -350,6 +349,3 @@ def _write_outputs(by_task: dict[str, list[Item]], tables: dict[str, pd.DataFram
     (out.parent / "summary.md").write_text(result["markdown"])
     write_workbook(sheets, out, freeze)
     result["files"] += [out.parent / "summary.md", out]
-    if plots:
-        result["figures"] = make_figures(by_task, out.parent / "figures")
-    return result

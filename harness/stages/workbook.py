@@ -2,7 +2,7 @@
 
 Sheets: `comparison` first (one row per experiment of every task: task, model, target, method, one column per method
 parameter, the headline score and its metric, the beyond-window score, completeness, speed and memory, then the
-experiment name), `by_length` (method x length: needle pass rate and PPL per length) when there is one, then one sheet
+experiment name), `by_length` (method x length: the per-length rows tasks declare) when there is one, then one sheet
 per task and per beyond-window table (as the CSV files, with the `params` text split into one column per parameter).
 Every sheet: bold header row, frozen header (and first columns), auto filters, widths fitted to the content, numbers
 with at most 4 decimals.
@@ -17,11 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-#: what a task's headline number (`summary.average` of gali-eval) is
-METRICS = {"longbench": "average score (0-100)", "leval": "average score (0-100)", "needle": "pass rate (%)",
-           "passkey": "pass rate (%)", "pg19": "perplexity (lower is better)",
-           "ruler": "average string-match score (0-100) over tasks and lengths",
-           "longbench_v2": "accuracy (%)"}
+from harness.tasks.base import collect_task
+
 MAX_WIDTH = 48
 PARAM_PREFIX = "p:"
 
@@ -52,10 +49,7 @@ def comparison_frame(docs: list[dict[str, Any]]) -> pd.DataFrame:
         task = str(doc.get("task"))
         summary = doc.get("summary") or {}
         subsets = doc.get("subsets") or {}
-        score_length = next((m.get("score_length") for m in subsets.values() if m.get("score_length")), None)
-        metric = METRICS.get(task, "average score")
-        if task == "pg19" and score_length:
-            metric = f"perplexity at {score_length} tokens (lower is better)"
+        metric = collect_task(task).headline_metric(doc)  # what the headline number (summary.average) is
         beyond = (doc.get("length_subsets") or {}).get("beyond_original") or {}
         speed = doc.get("speed") or {}
         rows.append({

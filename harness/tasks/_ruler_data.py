@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.core.errors import DataError
 from harness.tasks import datasets as data
+from harness.tasks._corpus import python_heldout_documents
 
 SQUAD_REPO = "rajpurkar/squad_v2"
 SQUAD_PATTERN = "squad_v2/validation-*.parquet"
@@ -66,8 +67,6 @@ def essay_words(source: str, files: list[str] | None, data_dir: str | None, min_
     if files:
         docs = data.load_text_files(files)
     elif source == "python_heldout":
-        from harness.tasks._corpus import python_heldout_documents
-
         docs = python_heldout_documents()
     else:
         docs = data.load_pg19(data_dir, download=download)

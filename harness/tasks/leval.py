@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from harness.core.errors import ConfigError, DataError
@@ -25,6 +26,7 @@ from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
 from harness.tasks._common import prediction_text, table, word_truncate
 from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.figures import bars
 from harness.tasks.prompting import (
     LLAMA2_B_INST,
     LLAMA2_B_SYS,
@@ -37,6 +39,7 @@ from harness.tasks.prompting import (
     require_reference_family,
     stop_token_ids,
 )
+from harness.tasks.scoring.leval_metrics import score_leval_task
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,11 @@ class LEvalOptions:
     fact_query: bool = True  # sci_fi: also ask the fact question (the reference does)
 
 
+def _accuracy(dataset: str) -> str:
+    """Every closed-ended L-Eval task is scored by exact-match accuracy."""
+    return "accuracy"
+
+
 @TASKS.register
 class LEval(Task):
     """L-Eval closed-ended tasks with the reference prompts, truncation and exact-match scoring."""
@@ -123,6 +131,8 @@ class LEval(Task):
     name = "leval"
     Options = LEvalOptions
     description = "L-Eval: 7 closed-ended tasks (exact match)"
+    metric = "average score (0-100)"
+    figures = (partial(bars.plan, "leval", _accuracy),)
 
     def __init__(self, cfg: Any, options: LEvalOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
@@ -235,8 +245,6 @@ class LEval(Task):
             return None
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.leval_metrics import score_leval_task
-
         def where(r: dict[str, Any]) -> tuple[int, int]:
             meta = r.get("meta") or {}
             return meta.get("doc", 0), meta.get("q", 0)

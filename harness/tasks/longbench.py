@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from harness.core.errors import ConfigError, DataError
@@ -22,7 +23,9 @@ from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
 from harness.tasks._common import middle_truncate, prediction_text, table
 from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.figures import bars
 from harness.tasks.prompting import effective_format, encode_prompt, newline_token_id, stop_token_ids
+from harness.tasks.scoring.longbench_metrics import DATASET2COUNT, DATASET2METRIC, score_dataset, score_longbench_e
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,17 @@ class LongBenchOptions:
     max_length: int | None = field(default=None, metadata=TOKENS)  # prompt_format "longbench": truncation length
 
 
+_METRIC_NAMES = {"qa_f1_score": "F1", "qa_f1_zh_score": "F1", "rouge_score": "ROUGE-L", "rouge_zh_score": "ROUGE-L",
+                 "classification_score": "accuracy", "retrieval_score": "accuracy", "retrieval_zh_score": "accuracy",
+                 "count_score": "accuracy", "code_sim_score": "edit sim"}
+
+
+def dataset_metric(dataset: str) -> str | None:
+    """The name of LongBench's official metric of `dataset` (LongBench-E's `<name>_e` too)."""
+    fn = DATASET2METRIC.get(dataset.removesuffix("_e"))
+    return _METRIC_NAMES.get(getattr(fn, "__name__", ""), None) if fn else None
+
+
 @TASKS.register
 class LongBench(Task):
     """LongBench (and LongBench-E) with the reference prompts, truncation and metrics."""
@@ -70,6 +84,8 @@ class LongBench(Task):
     name = "longbench"
     Options = LongBenchOptions
     description = "LongBench v1: 16 English datasets (LongBench-E, Chinese sets selectable)"
+    metric = "average score (0-100)"
+    figures = (partial(bars.plan, "longbench", dataset_metric),)
 
     def __init__(self, cfg: Any, options: LongBenchOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
@@ -113,15 +129,15 @@ class LongBench(Task):
     def available_subsets(self) -> list[str]:
         return LONGBENCH_EN + LONGBENCH_ZH + [f"{n}_e" for n in LONGBENCH_E]
 
-    def max_new_tokens(self, subset: str) -> int | None:
+    def max_new_tokens(self, subset: str) -> int:
         return self.options.max_new_tokens or int(table("longbench_dataset2maxlen")[base_dataset(subset)])
 
     def budget(self, subset: str) -> int:
         """Token budget of the truncated plain prompt: max_pe - max_new_tokens - slack (reference: 50); with
         prompt_format "longbench", `task_options.max_length` or LongBench's model2maxlen rule."""
         if self.cfg.prompt_format == "longbench":
-            return int(self.options.max_length or longbench_max_length(self.cfg.max_pe))
-        return int(self.cfg.max_pe - self.max_new_tokens(subset) - self.options.truncation_slack)
+            return int(self.options.max_length or longbench_max_length(self.need("max_pe")))
+        return int(self.need("max_pe") - self.max_new_tokens(subset) - self.options.truncation_slack)
 
     # --------------------------------------------------------------------------------------------------- data
     def rows(self, subset: str, download: bool = True) -> list[dict[str, Any]]:
@@ -181,8 +197,6 @@ class LongBench(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def expected_count(self, subset: str) -> int | None:
-        from harness.tasks.scoring.longbench_metrics import DATASET2COUNT
-
         if self.cfg.test:
             return 1
         try:
@@ -191,8 +205,6 @@ class LongBench(Task):
             return DATASET2COUNT.get(subset)  # the official counts (plain sets only)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.longbench_metrics import score_dataset, score_longbench_e
-
         records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
         preds = [r["prediction"] for r in records]
         answers = [r["answers"] for r in records]

@@ -18,8 +18,9 @@ from typing import Any
 from harness.core.errors import ConfigError, DataError
 from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
-from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.base import TASKS, Example, ReportTable, Task
 from harness.tasks.prompting import encode_prompt, stop_token_ids
+from harness.tasks.reports import longbench_v2_table
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class LongBenchV2(Task):
     name = "longbench_v2"
     Options = LongBenchV2Options
     description = "LongBench v2: 503 long-context multiple-choice questions (0-shot or CoT)"
+    metric = "accuracy (%)"
+    tables = (ReportTable("longbench_v2_categories", longbench_v2_table),)
 
     def __init__(self, cfg: Any, options: LongBenchV2Options, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
@@ -128,7 +131,7 @@ class LongBenchV2(Task):
         return self.generation_budget(self.options)
 
     def budget(self) -> int:
-        return int(self.cfg.max_pe - self.generation_budget(self.options) - self.options.truncation_slack)
+        return int(self.need("max_pe") - self.generation_budget(self.options) - self.options.truncation_slack)
 
     def rows(self, download: bool = True) -> list[dict[str, Any]]:
         if self._rows is None:

@@ -21,8 +21,11 @@ from typing import Any, Literal
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0, domain
 from harness.core.seeding import derive_seed
-from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.base import TASKS, Doc, Example, Task
+from harness.tasks.figures import needle as figures
+from harness.tasks.figures.style import number
 from harness.tasks.prompting import encode_prompt, stop_token_ids
+from harness.tasks.scoring.needle import aggregate_needle
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ def build_prompt(key: int, depth: float, n_garbage: int) -> str:
 
 class PassKeyRun(Task):
     """Prompting, filler fitting, generation and the substring check shared by `needle` and `passkey`."""
+
+    metric = "pass rate (%)"
 
     def __init__(self, cfg: Any, options: Any, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
@@ -156,6 +161,22 @@ class Needle(PassKeyRun):
     name = "needle"
     Options = NeedleOptions
     description = "synthetic pass-key grid (length x depth)"
+    figures = (figures.plan,)
+
+    @classmethod
+    def summary_columns(cls, doc: Doc) -> dict[str, Any]:
+        """`acc@<L>`: the pass rate at each length (`acc@<L>[subset]` when there are several subsets)."""
+        subsets = doc.get("subsets") or {}
+        single = len(subsets) == 1
+        return {f"acc@{length}{'' if single else f'[{s}]'}": acc for s, m in subsets.items() for length, acc in
+                (m.get("by_length") or {}).items()}
+
+    @classmethod
+    def length_row(cls, metrics: dict[str, Any]) -> tuple[str, dict[int, Any]] | None:
+        """The pass rate at each length."""
+        if not metrics.get("by_length"):
+            return None
+        return "needle_acc", {int(k): number(v) for k, v in metrics["by_length"].items()}
 
     @classmethod
     def validate(cls, cfg: Any, options: NeedleOptions) -> None:
@@ -196,7 +217,7 @@ class Needle(PassKeyRun):
         if self.options.lengths is not None:
             lengths = list(self.options.lengths)
         else:
-            lengths = list(range(self.cfg.min_k * 1000, self.cfg.max_k * 1000 + 1, self.cfg.gap * 1000))
+            lengths = list(range(self.need("min_k") * 1000, self.need("max_k") * 1000 + 1, self.need("gap") * 1000))
         return lengths[:1] if self.cfg.test else lengths
 
     def depth_fractions(self) -> list[float]:
@@ -216,7 +237,7 @@ class Needle(PassKeyRun):
         out = []
         for length in self.lengths():
             for depth in self.depth_fractions():
-                for trial in range(self.cfg.times):
+                for trial in range(self.need("times")):
                     eid = f"L{length}-D{depth * 100:g}-T{trial}"
                     rng = random.Random(derive_seed(self.cfg.seed, "needle-key", eid))
                     key = rng.randint(self.options.key_min, self.options.key_max)
@@ -234,8 +255,6 @@ class Needle(PassKeyRun):
         return per_cell * len(self.depth_fractions()) * (self.cfg.times or 0)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.needle import aggregate_needle
-
         rows = [{"length": r["meta"]["length"], "depth": r["meta"]["depth"], "passed": bool(r["passed"]),
                  "tokens": r.get("prompt_len")} for r in records]
         agg = aggregate_needle(rows)

@@ -67,7 +67,7 @@ class Passkey(PassKeyRun):
         return len(str(self.options.key_max)) + 1 + self.options.extra_new_tokens
 
     def trials(self) -> int:
-        return 1 if self.cfg.test else int(self.cfg.times)
+        return 1 if self.cfg.test else self.need("times")
 
     def plan_chars(self, subset: str) -> int:
         """Characters of all prompts of the plan (checked against memory before they are built)."""

@@ -26,7 +26,10 @@ from harness.core.params import TOKENS, domain
 from harness.core.results import ExperimentDir
 from harness.tasks import datasets as data
 from harness.tasks._common import safe_name
-from harness.tasks.base import TASKS, Example, Task
+from harness.tasks._corpus import python_heldout_documents
+from harness.tasks.base import TASKS, Doc, Example, Task
+from harness.tasks.figures.curves import plan_ppl
+from harness.tasks.scoring.perplexity import aggregate_ppl, ppl_curve, reference_ppl_quirk
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,30 @@ class PG19(Task):
     name = "pg19"
     Options = PG19Options
     description = "PG19 test-split perplexity (or local / held-out text files)"
+    metric = "perplexity (lower is better)"
+    figures = (plan_ppl,)
+
+    @classmethod
+    def headline_metric(cls, doc: Doc) -> str:
+        """The perplexity at the length the score is taken at."""
+        length = next((m.get("score_length") for m in (doc.get("subsets") or {}).values() if m.get("score_length")),
+                      None)
+        return f"perplexity at {length} tokens (lower is better)" if length else cls.metric
+
+    @classmethod
+    def summary_columns(cls, doc: Doc) -> dict[str, Any]:
+        """`ppl@<L>`: the token-weighted PPL at each length (`ppl@<L>[subset]` when there are several subsets)."""
+        subsets = doc.get("subsets") or {}
+        single = len(subsets) == 1
+        return {f"ppl@{length}{'' if single else f'[{s}]'}": round(ppl, 4) for s, m in subsets.items()
+                for length, ppl in ppl_curve(m.get("ppl") or {})}
+
+    @classmethod
+    def length_row(cls, metrics: dict[str, Any]) -> tuple[str, dict[int, Any]] | None:
+        """The PPL at each length."""
+        if not metrics.get("ppl"):
+            return None
+        return "ppl", {k: round(v, 4) for k, v in ppl_curve(metrics["ppl"])}
 
     def __init__(self, cfg: Any, options: PG19Options, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
@@ -94,8 +121,6 @@ class PG19(Task):
             if o.text_files:
                 docs = data.load_text_files(o.text_files)
             elif o.source == "python_heldout":
-                from harness.tasks._corpus import python_heldout_documents
-
                 docs = python_heldout_documents()
             else:
                 docs = data.load_pg19(self.cfg.data_dir, o.repo_id, o.pattern, o.revision, o.text_column, download)
@@ -118,7 +143,7 @@ class PG19(Task):
 
     def tokens(self, example: Example) -> list[int]:
         """The first `max_pe - 1` tokens of the document, BOS included (tokenising only a long enough prefix)."""
-        n = self.cfg.max_pe - 1
+        n = self.need("max_pe") - 1
         text = example.inputs
         limit = 16 * (n + PREFIX_MARGIN)
         if len(text) > limit:
@@ -164,8 +189,6 @@ class PG19(Task):
         return load_npz_nll(path)
 
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.perplexity import aggregate_ppl, reference_ppl_quirk
-
         records = sorted(records, key=lambda r: (r.get("meta") or {}).get("index", 0))
         nlls = [self.load_nll(r) for r in records]
         table = aggregate_ppl(nlls, step=self.options.ppl_step, lengths=self.options.ppl_lengths)

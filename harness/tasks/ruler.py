@@ -24,8 +24,12 @@ from harness.core.seeding import derive_seed
 from harness.tasks import _ruler_gen as G
 from harness.tasks._ruler_data import common_words, essay_words, load_qa
 from harness.tasks._ruler_spec import EFFECTIVE_THRESHOLD, RULER_LENGTHS, RULER_TASKS, SPECS
-from harness.tasks.base import TASKS, Example, Task
+from harness.tasks.base import TASKS, Doc, Example, ReportTable, Task
+from harness.tasks.figures.curves import plan_ruler
 from harness.tasks.prompting import effective_format, encode_plain, encode_prompt, stop_token_ids
+from harness.tasks.reports import ruler_length_table
+from harness.tasks.scoring.ruler import score_task
+from harness.tasks.scoring.ruler import summarize as summarize_ruler
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,15 @@ class Ruler(Task):
     name = "ruler"
     Options = RulerOptions
     description = "RULER: 13 synthetic tasks at lengths in the model's tokens (generated offline)"
+    metric = "average string-match score (0-100) over tasks and lengths"
+    tables = (ReportTable("ruler_by_length", ruler_length_table),)
+    figures = (plan_ruler,)
+
+    @classmethod
+    def summary_columns(cls, doc: Doc) -> dict[str, Any]:
+        """`acc@<L>`: the average over the RULER tasks at each length."""
+        by_length = (doc.get("summary") or {}).get("by_length") or {}
+        return {f"acc@{length}": value for length, value in by_length.items()}
 
     def __init__(self, cfg: Any, options: RulerOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
@@ -105,13 +118,14 @@ class Ruler(Task):
         return list(RULER_TASKS)
 
     def lengths(self) -> list[int]:
-        lengths = self.options.lengths or [n for n in RULER_LENGTHS if n <= self.cfg.max_pe] or [self.cfg.max_pe]
+        lengths = self.options.lengths or [n for n in RULER_LENGTHS if n <= self.need("max_pe")] or [
+            self.need("max_pe")]
         return sorted(lengths)[:1] if self.cfg.test else sorted(lengths)
 
     def samples(self) -> int:
         return 1 if self.cfg.test else self.options.num_samples
 
-    def max_new_tokens(self, subset: str) -> int | None:
+    def max_new_tokens(self, subset: str) -> int:
         return self.options.max_new_tokens or SPECS[subset].max_new_tokens
 
     def examples(self, subset: str) -> list[Example]:
@@ -234,11 +248,7 @@ class Ruler(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.ruler import score_task
-
         return score_task(records, SPECS[subset].metric)
 
     def summarize(self, per_subset: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.ruler import summarize
-
-        return summarize(per_subset, self.options.threshold)
+        return summarize_ruler(per_subset, self.options.threshold)

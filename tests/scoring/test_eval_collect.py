@@ -22,7 +22,10 @@ from harness.cli.evaluate import main as eval_main
 from harness.core.results import ExperimentDir, JsonlAppender, find_experiments
 from harness.stages.collect import collect, comparison_table, merge_orders
 from harness.stages.evaluate import evaluate_experiment
-from harness.stages.plots import PLOTTERS, needle_grid, ppl_curve
+from harness.stages.plots import draw
+from harness.tasks import TASKS
+from harness.tasks.figures.needle import needle_grid
+from harness.tasks.scoring.perplexity import ppl_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -342,8 +345,8 @@ def test_comparison_table_and_helpers():
 
 def test_plotters_tolerate_empty_documents(tmp_path):
     empty = {"exp_name": "e", "model": "m", "method": "x", "subsets": {}, "summary": {}}
-    for task, plotter in PLOTTERS.items():
-        assert plotter([empty], tmp_path / task) == []
+    for task in TASKS.names():
+        assert draw(task, [{**empty, "task": task}], tmp_path / task) == []
 
 
 def test_no_results_clear_message(tmp_path, capsys):
@@ -369,13 +372,13 @@ def test_stale_scores_warned(tmp_path, caplog):
 def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
     doc = {"exp_name": "e", "model": "m", "method": "gali", "windows": {"original_window": 1500},
            "subsets": {"needle": {"score": 50.0, "cells": {"1024|50": 100.0, "2048|50": 0.0}}}}
-    path, _length_plot = PLOTTERS["needle"]([doc], tmp_path)
+    path, _length_plot = draw("needle", [doc], tmp_path)
     with Image.open(path) as im:
         first_sig = im.text["gali-signature"]
     os.utime(path, (1, 1))  # an old file: rewriting it would change the mtime
-    assert PLOTTERS["needle"]([doc], tmp_path)[0] == path and path.stat().st_mtime == 1
+    assert draw("needle", [doc], tmp_path)[0] == path and path.stat().st_mtime == 1
     doc["subsets"]["needle"]["cells"]["2048|50"] = 100.0
-    assert PLOTTERS["needle"]([doc], tmp_path)[0] == path and path.stat().st_mtime > 1
+    assert draw("needle", [doc], tmp_path)[0] == path and path.stat().st_mtime > 1
     with Image.open(path) as im:
         assert im.text["gali-signature"] != first_sig
 

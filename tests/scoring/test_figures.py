@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from harness.stages.figures.bars import ZERO_MARK, draw_bars
-from harness.stages.figures.curves import draw_ppl
-from harness.stages.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length
-from harness.stages.figures.style import OKABE_ITO
-from harness.stages.plots import needle_grid, ppl_curve
+from harness.tasks.figures.bars import ZERO_MARK, draw_bars
+from harness.tasks.figures.curves import draw_ppl
+from harness.tasks.figures.needle import draw_heatmap, draw_methods_side_by_side, draw_pass_rate_vs_length
+from harness.tasks.figures.style import OKABE_ITO
+from harness.tasks.longbench import dataset_metric
 
 WINDOW = {"original_window": 1024}
 
@@ -53,7 +53,7 @@ def legend(ax) -> list[str]:
 
 
 def test_needle_heatmap():
-    fig = draw_heatmap(NEEDLE[0], needle_grid)
+    fig = draw_heatmap(NEEDLE[0])
     image = render(fig)
     assert (image[..., :3] < 250).any()  # something drawn
     ax = fig.axes[0]
@@ -68,14 +68,14 @@ def test_needle_heatmap():
 
 
 def test_needle_methods_side_by_side():
-    fig = draw_methods_side_by_side("gali:lab", NEEDLE, needle_grid)
+    fig = draw_methods_side_by_side("gali:lab", NEEDLE)
     render(fig)
     titles = [ax.get_title() for ax in fig.axes[:2]]
     assert titles == ["original (baseline)\n58.3%", "gali\n91.7%"]  # original first
     assert fig.get_suptitle() == "needle pass rate by method - gali:lab"
     assert fig.axes[2].get_ylabel() == "pass rate (%)" and len(fig.axes) == 3  # one shared colour bar
     beyond = [{**d, "windows": {"original_window": 256}} for d in NEEDLE]  # M before the first column
-    fig = draw_methods_side_by_side("gali:lab", beyond, needle_grid)
+    fig = draw_methods_side_by_side("gali:lab", beyond)
     assert fig.axes[0].get_xlabel() == "prompt length (tokens); all beyond M = 256"
 
 
@@ -94,7 +94,7 @@ def test_needle_pass_rate_vs_length():
 
 
 def test_ppl_curves():
-    fig = draw_ppl("gali:lab", PPL, ppl_curve)
+    fig = draw_ppl("gali:lab", PPL)
     render(fig)
     ax = fig.axes[0]
     assert ax.get_title() == "perplexity on python_heldout - gali:lab"
@@ -107,7 +107,7 @@ def test_ppl_curves():
 
 
 def test_bars():
-    fig = draw_bars("longbench", "org/m", BARS)
+    fig = draw_bars("longbench", "org/m", BARS, {d: dataset_metric(d) or "" for d in ("qasper", "passage_count")})
     render(fig)
     ax = fig.axes[0]
     assert ax.get_title() == "longbench - org/m"
@@ -122,3 +122,20 @@ def test_bars():
     assert heights[1] == ZERO_MARK > 0  # a zero score stays visible
     centers = [p.get_x() + p.get_width() / 2 for p in ax.patches[:3]]
     assert centers[2] - centers[1] > centers[1] - centers[0]  # the average is set apart
+
+
+def test_reused_heatmap_equals_a_fresh_one():
+    """draw_heatmap_to_save reuses the last figure of the same shape: it must render exactly as a new figure."""
+    from harness.tasks.figures.needle import draw_heatmap_to_save
+
+    def grid_doc(method: str, seed: int, window: int) -> dict:
+        rng = np.random.default_rng(seed)
+        cells = {f"{1024 * i}|{d}": float(rng.integers(0, 101)) for i in range(1, 12) for d in range(0, 100, 10)}
+        return {**needle_doc(method, cells), "windows": {"original_window": window}}
+
+    first, second = grid_doc("gali", 0, 4096), grid_doc("original", 1, 6000)
+    figure = draw_heatmap_to_save(first)
+    assert draw_heatmap_to_save(second) is figure  # the reuse path is exercised
+    reused = render(figure)
+    fresh = render(draw_heatmap(second))
+    assert reused.shape == fresh.shape and (reused == fresh).all()

@@ -140,7 +140,7 @@ def test_passkey_fitted_to_tokens(tok):
 
 
 def test_heatmap_ticks_show_measured_tokens():
-    from harness.stages.plots import needle_tick_labels
+    from harness.tasks.figures.needle import needle_tick_labels
 
     doc = {"subsets": {"needle": {"tokens_by_length": {"1000": 998.5, "2000": None}}}}
     assert needle_tick_labels(doc, [1000.0, 2000.0]) == ["998", "2k"]

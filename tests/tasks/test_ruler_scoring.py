@@ -79,12 +79,12 @@ def test_run_eval_collect_offline(tmp_path, tiny_model_dir, capsys):
 
 
 def test_ruler_curve_figure(tmp_path):
-    from harness.stages.plots import PLOTTERS
+    from harness.stages.plots import draw
 
     docs = [{"exp_name": f"e-{m}", "model": "m", "method": m, "windows": {"original_window": 4096},
              "summary": {"by_length": {"4096": 90.0, "8192": v}, "threshold": 85.6}} for m, v in (("a", 50.0),
                                                                                                     ("b", 88.0))]
-    paths = PLOTTERS["ruler"](docs, tmp_path)
+    paths = draw("ruler", docs, tmp_path)
     assert [p.name for p in paths] == ["ruler_m.png"] and paths[0].stat().st_size > 0
     mtime = paths[0].stat().st_mtime_ns
-    assert PLOTTERS["ruler"](docs, tmp_path) == paths and paths[0].stat().st_mtime_ns == mtime  # unchanged data
+    assert draw("ruler", docs, tmp_path) == paths and paths[0].stat().st_mtime_ns == mtime  # unchanged data

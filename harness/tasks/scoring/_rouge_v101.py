@@ -28,6 +28,7 @@ pinned to the same value. Tests check that both agree.
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 # Nested frames available below the official ``rouge_score`` frame (see module docstring).
 OFFICIAL_HEADROOM = 995
@@ -151,4 +152,4 @@ def rouge_l_f_package(hypothesis: str, reference: str, headroom: int = OFFICIAL_
         scores = scorer.get_scores([hypothesis], [reference], avg=True)
     finally:
         sys.setrecursionlimit(old_limit)
-    return scores["rouge-l"]["f"]
+    return cast(dict[str, dict[str, float]], scores)["rouge-l"]["f"]

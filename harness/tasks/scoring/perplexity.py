@@ -76,3 +76,29 @@ def reference_ppl_quirk(nlls: NllArrays, base: int = 1024, max_step: int = 64, s
         ppls = [np.exp(a[:length].sum(dtype=ftype) / ftype(length)) for a in arrays if length <= a.size + slack]
         result[str(length)] = float(np.mean(np.array(ppls, dtype=ftype), dtype=ftype)) if ppls else None
     return result
+
+
+PPL_KEYS = ("ppl_token_weighted", "ppl", "ppl_mean_of_docs")
+
+
+def ppl_curve(ppl: dict[str, Any]) -> list[tuple[int, float]]:
+    """Sorted (length, PPL) points of a scores document's `{"<L>": number | {"ppl_token_weighted": ...}}` table
+    (the first of PPL_KEYS present; None, NaN, non-positive values and non-numeric lengths dropped)."""
+    points = []
+    for key, value in (ppl or {}).items():
+        if isinstance(value, dict):
+            value = next((value[k] for k in PPL_KEYS if _finite(value.get(k)) is not None), None)
+        y = _finite(value)
+        try:
+            x = int(float(key))
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if y is not None and y > 0:
+            points.append((x, y))
+    return sorted(points)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
