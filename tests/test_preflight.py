@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from harness.cli import run as run_cli
 from harness.core.config import from_dict
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import attention
 from harness.methods.common.hook import RopeTables, install_kernel, installed_kernel, uninstall_kernel
-from harness.methods.common.rope import causal_sdpa
 from harness.methods.invariants import invariant, not_applicable, passed
 from harness.model.engine import Engine
 from harness.model.loading import model_info
@@ -35,7 +35,8 @@ class CachelessKernel:
         s = q.shape[-2]
         k, v = k[..., -s:, :], v[..., -s:, :]
         pos = torch.arange(s, device=q.device)
-        return causal_sdpa(self.tables.rotate(q, pos), self.tables.rotate(k, pos), v, module.scaling)
+        return attention(self.tables.rotate(q, pos), self.tables.rotate(k, pos), v, module.scaling, causal=True,
+                         kernel="sdpa")
 
 
 class OffByOneKernel:
@@ -47,7 +48,8 @@ class OffByOneKernel:
     def __call__(self, module, q, k, v):
         K, s = k.shape[-2], q.shape[-2]
         pos = torch.arange(K, device=q.device)
-        return causal_sdpa(self.tables.rotate(q, pos[K - s:]), self.tables.rotate(k, pos + 1), v, module.scaling)
+        return attention(self.tables.rotate(q, pos[K - s:]), self.tables.rotate(k, pos + 1), v, module.scaling,
+                         causal=True, kernel="sdpa")
 
 
 @dataclass

@@ -204,26 +204,13 @@ def test_decode_rotation_buffers_equal_full_rotation():
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_chunk_attention_equals_masked_sdpa(dtype, tol):
-    from harness.methods.common.rope import causal_sdpa
-    from harness.methods.gali.sdpa import _lower_right, chunk_attention
+    from harness.methods.common.attention import attention
+    from harness.methods.common.attention_kernels import sdpa_chunk_cuda
 
     for s, n_keys in [(1, 9), (9, 9), (2, 9), (7, 30), (29, 30)]:
         q, k, v = (t.to(dtype) for t in random_qkv(s, n_keys, s + n_keys, scale=1.0))
-        got, want = chunk_attention(q, k, v, 0.25), causal_sdpa(q, k, v, 0.25)
+        # "auto": the mask-free chunk formulation; "sdpa": SDPA with a boolean mask, as the model calls it
+        got, want = attention(q, k, v, 0.25, causal=True), attention(q, k, v, 0.25, causal=True, kernel="sdpa")
         assert (got.float() - want.float()).abs().max() <= tol
         if 1 < s < n_keys:  # the CUDA backend's formulation, run here through PyTorch's CPU fallback
-            assert (_lower_right(q, k, v, 0.25).float() - want.float()).abs().max() <= tol
-
-
-def test_chunk_attention_falls_back_when_a_backend_is_wrong(monkeypatch):
-    from harness.methods.common.rope import causal_sdpa
-    from harness.methods.gali import sdpa as gali_sdpa
-
-    def broken(q, k, v, scale):
-        return torch.zeros_like(q)
-
-    broken.__name__ = "broken"
-    monkeypatch.setattr(gali_sdpa, "_backend", lambda device: broken)
-    monkeypatch.setattr(gali_sdpa, "_CHECKED", {})
-    q, k, v = random_qkv(5, 20, 3)
-    assert torch.equal(gali_sdpa.chunk_attention(q, k, v, 0.25), causal_sdpa(q, k, v, 0.25))
+            assert (sdpa_chunk_cuda(q, k, v, 0.25).float() - want.float()).abs().max() <= tol

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
+from harness.methods.common.attention import attention
 from harness.methods.gali.fused import add_noise_, factored_attention, noisy_attention
 from harness.methods.gali.kernel import NoiseSpec, make_plan, noise_for_block, run_plan
 from harness.methods.gali.noise import FACTOR_BLOCK, FactoredGaussian, NoiseStream
 from harness.methods.gali.positions import positions
 from harness.methods.gali.runtime import GaliKernel
-from harness.methods.gali.sdpa import chunk_attention
 from tests.methods.helpers import MOD, Tables
 from tests.methods.test_gali_attention import HKV, INV_FREQ, D, H, random_qkv, two_matrix_reference
 
@@ -201,7 +201,7 @@ def test_zero_noise_equals_the_noise_free_path(sampler, block):
     q, k, v = random_qkv(30, 70, 1)  # the factored path straight on chunk attention
     r_nonzero = torch.ones(70, dtype=torch.bool)
     got = factored_attention(q, k, v, 0.25, spec=spec, factors=FactoredGaussian(0, 0), r_nonzero=r_nonzero)
-    assert (got - chunk_attention(q, k, v, 0.25)).abs().max() < 2e-6
+    assert (got - attention(q, k, v, 0.25, causal=True)).abs().max() < 2e-6
 
 
 def test_bf16_reference_noise_keeps_its_statistics():

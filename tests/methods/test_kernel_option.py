@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
-from harness.methods.common import lse
+from harness.methods.common import attention as attn
 from tests.methods.helpers import apply_method, cached_forwards
 
 METHODS_WITH_KERNEL = ("gali", "selfextend", "chunkllama", "string", "rerope", "dpe")
@@ -39,13 +39,13 @@ def test_every_kernel_equals_eager(tiny_model_dir, name):
 
 def test_kernel_choice_reaches_the_attention_calls():
     q, k, v = (torch.randn(1, h, 9, 16, generator=torch.Generator().manual_seed(h)) for h in (4, 2, 2))
-    ref = lse.fused_attention_lse(q, k, v, 0.25, causal=True)
+    ref = attn.attention(q, k, v, 0.25, causal=True, return_lse=True)
     for kind in ("eager", "sdpa", "flex"):
-        with lse.use_kernel(kind):
-            assert lse.current_kernel() == kind
-            out, l_ = lse.fused_attention_lse(q, k, v, 0.25, causal=True)
+        with attn.use_kernel(kind):
+            assert attn.current_kernel() == kind
+            out, l_ = attn.attention(q, k, v, 0.25, causal=True, return_lse=True)
         assert torch.allclose(out.float(), ref[0].float(), atol=1e-5) and torch.allclose(l_, ref[1], atol=1e-5)
-    assert lse.current_kernel() == "auto"
+    assert attn.current_kernel() == "auto"
 
 
 def test_flash_kernel_on_cpu_is_a_config_error(tiny_model_dir):

@@ -13,10 +13,9 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from harness.core import params as P
 from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
+from harness.methods.common.attention import attention
 from harness.methods.common.banded import Branches, banded_attention
 from harness.methods.common.logn import logn_factors, scale_queries
-from harness.methods.common.lse import attention_lse
-from harness.methods.common.lse_backend import lse_attention
 from harness.methods.common.rope import rotate
 from harness.methods.rerope import ReRopeKernel
 from harness.model.engine import Engine, cache_argument
@@ -153,14 +152,14 @@ def test_lse_backend_matches_explicit():
     q, k, v = torch.randn(1, 4, 6, 16, generator=g), torch.randn(1, 2, 9, 16, generator=g), torch.randn(1, 2, 9, 8)
     mask = torch.rand(6, 9, generator=g) > 0.4
     mask[2] = False
-    out, lse = lse_attention(q, k, v, 0.3, mask)
-    ref_o, ref_l = attention_lse(q, k, v, 0.3, mask)
+    out, lse = attention(q, k, v, 0.3, mask=mask, return_lse=True)
+    ref_o, ref_l = attention(q, k, v, 0.3, mask=mask, return_lse=True, kernel="eager")
     assert torch.allclose(out, ref_o, atol=1e-5) and torch.equal(lse.isinf(), ref_l.isinf())
     assert torch.allclose(lse[ref_l.isfinite()], ref_l[ref_l.isfinite()], atol=1e-5)
     assert torch.all(out[:, :, 2] == 0)
-    causal = torch.arange(9)[None, :] <= torch.arange(6)[:, None]  # top-left
-    assert torch.allclose(lse_attention(q, k, v, 0.3, causal=True)[0], attention_lse(q, k, v, 0.3, causal)[0],
-                          atol=1e-5)
+    causal = torch.arange(9)[None, :] <= torch.arange(3, 9)[:, None]  # bottom-right: the 6 queries are the last 6
+    assert torch.allclose(attention(q, k, v, 0.3, causal=True, return_lse=True)[0],
+                          attention(q, k, v, 0.3, mask=causal, return_lse=True, kernel="eager")[0], atol=1e-5)
 
 
 # ---- decode, identities, limits (cases 12, 14, 15, 16) ------------------------------------------------------

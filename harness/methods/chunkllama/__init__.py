@@ -18,8 +18,8 @@ from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.chunkllama.checks import INVARIANTS
 from harness.methods.chunkllama.kernel import DcaKernel
 from harness.methods.chunkllama.positions import check_sizes, dca_sizes
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
-from harness.methods.common.lse import choose_kernel
 
 
 @dataclass

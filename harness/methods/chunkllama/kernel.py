@@ -9,7 +9,7 @@ once. No score matrix is materialised.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -20,9 +20,9 @@ from harness.methods.chunkllama.positions import (
     mscale,
     successive_query_positions,
 )
+from harness.methods.common.attention import attention, merge_lse
 from harness.methods.common.hook import RopeTables
 from harness.methods.common.key_buffer import KeyBuffers
-from harness.methods.common.lse import bottom_right_causal_lse, fused_attention_lse, merge_lse
 
 log = logging.getLogger(__name__)
 MscaleMode = Literal["per_sample", "stateful", "off"]
@@ -76,9 +76,9 @@ class DcaKernel:
             self._warned = True
             log.warning("DCA: sequence length %d exceeds max_pe = %d (the reference preallocates a KV cache of "
                         "max_pe tokens and would fail here; this implementation continues)", K, self.max_cache_len)
-        scale = module.scaling
+        scale, layer = cast(float, module.scaling), cast(int, module.layer_idx)
         q_scale, k_scale = self.scales(s, K)
-        cont = self.buffers.step(module.layer_idx, s, K)
+        cont = self.buffers.step(layer, s, K)
 
         def rotate_keys(keys: torch.Tensor, first: int) -> torch.Tensor:
             pos = torch.arange(first, first + keys.shape[-2], device=keys.device)
@@ -88,7 +88,7 @@ class DcaKernel:
             return out
 
         # keys keep their Hkv heads (the fused calls handle GQA); their rotations never change once written
-        kr, vr = self.buffers.rotated(module.layer_idx, "keys", k, cont, rotate_keys), v
+        kr, vr = self.buffers.rotated(layer, "keys", k, cont, rotate_keys), v
         if q_scale != 1.0:
             q = q * q_scale
         pos_k = torch.arange(K, device=q.device)
@@ -100,11 +100,14 @@ class DcaKernel:
         for c in range(start // C, (K - 1) // C + 1):
             r0, r1, c0 = max(start, c * C), min(K, (c + 1) * C), c * C
             rows = slice(r0 - start, r1 - start)
-            parts = [bottom_right_causal_lse(q_intra[:, :, rows], kr[:, :, c0:r1], vr[:, :, c0:r1], scale)]
-            if c >= 1:
-                parts.append(fused_attention_lse(q_succ[:, :, rows], kr[:, :, c0 - C:c0], vr[:, :, c0 - C:c0], scale))
-            if c >= 2:
-                parts.append(fused_attention_lse(q_inter[:, :, rows], kr[:, :, :c0 - C], vr[:, :, :c0 - C], scale))
+            parts = [attention(q_intra[:, :, rows], kr[:, :, c0:r1], vr[:, :, c0:r1], scale, causal=True,
+                               return_lse=True)]
+            if c >= 1 and q_succ is not None:
+                parts.append(attention(q_succ[:, :, rows], kr[:, :, c0 - C:c0], vr[:, :, c0 - C:c0], scale,
+                                       return_lse=True))
+            if c >= 2 and q_inter is not None:
+                parts.append(attention(q_inter[:, :, rows], kr[:, :, :c0 - C], vr[:, :, :c0 - C], scale,
+                                       return_lse=True))
             merged = merge_lse(parts)[0] if len(parts) > 1 else parts[0][0]
             out[:, :, r0 - start:r1 - start] = merged.to(q.dtype)
         return out

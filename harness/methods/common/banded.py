@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods.common.lse import merge_lse
-from harness.methods.common.lse_backend import lse_attention
-from harness.methods.common.rope import apply_rope, causal_sdpa
+from harness.methods.common.attention import attention, merge_lse
+from harness.methods.common.rope import apply_rope
 
 #: (x [b, h, n, d], first position p0) -> x rotated for positions p0..p0+n−1 (the last dim may grow, e.g. DPE top-k)
 Rotation = Callable[[torch.Tensor, int], torch.Tensor]
@@ -117,7 +116,7 @@ def _near(qn: torch.Tensor, kn: torch.Tensor, vn: torch.Tensor, k_lo: int, q0: i
     """
     s = qn.shape[-2]
     if s == 1:  # one query: its whole band, unmasked
-        return lse_attention(qn, kn, vn, scale)
+        return attention(qn, kn, vn, scale, return_lse=True)
     rows = min(block, s)
     r = torch.arange(rows, device=qn.device)[:, None]
     c = torch.arange(rows + width - 1, device=qn.device)[None, :]
@@ -129,8 +128,8 @@ def _near(qn: torch.Tensor, kn: torch.Tensor, vn: torch.Tensor, k_lo: int, q0: i
         lo = max(0, i0 - width + 1)
         off = lo - (i0 - width + 1)  # columns clipped at key 0
         mask = band[: r1 - r0, off: off + i1 - lo]
-        o, lse = lse_attention(qn[:, :, r0:r1], kn[:, :, lo - k_lo:i1 - k_lo], vn[:, :, lo - k_lo:i1 - k_lo], scale,
-                               mask=mask, rows_nonempty=True)
+        o, lse = attention(qn[:, :, r0:r1], kn[:, :, lo - k_lo:i1 - k_lo], vn[:, :, lo - k_lo:i1 - k_lo], scale,
+                           mask=mask, return_lse=True)
         outs.append(o)
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
@@ -139,10 +138,10 @@ def _near(qn: torch.Tensor, kn: torch.Tensor, vn: torch.Tensor, k_lo: int, q0: i
 def _far(qf: torch.Tensor, kf: torch.Tensor, vf: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The sf far rows are the last sf of the Kf shifted keys: bottom-right causal = rectangle + causal triangle."""
     sf, Kf = qf.shape[-2], kf.shape[-2]
-    tri = lse_attention(qf, kf[:, :, Kf - sf:], vf[:, :, Kf - sf:], scale, causal=sf > 1)
+    tri = attention(qf, kf[:, :, Kf - sf:], vf[:, :, Kf - sf:], scale, causal=sf > 1, return_lse=True)
     if Kf == sf:
         return tri
-    rect = lse_attention(qf, kf[:, :, :Kf - sf], vf[:, :, :Kf - sf], scale)
+    rect = attention(qf, kf[:, :, :Kf - sf], vf[:, :, :Kf - sf], scale, return_lse=True)
     return merge_lse([rect, tri])
 
 
@@ -157,7 +156,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, br: Bran
     q0 = K - s
     if K <= br.far_start:
         pos = torch.arange(K, device=q.device)
-        return causal_sdpa(br.plain(q, pos[q0:]), br.plain(k, pos), v, br.scale)
+        return attention(br.plain(q, pos[q0:]), br.plain(k, pos), v, br.scale, causal=True, kernel="sdpa")
     qn = br.near_q(q, q0)
     k_lo = max(0, q0 - br.near_width + 1)
     kn = br.near_k(k[:, :, k_lo:], k_lo)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -32,23 +31,6 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor,
     """Rotate x [b, h, n, d] to `positions` [n] (integer or fractional)."""
     cos, sin = rope_cos_sin(positions, inv_freq, attention_scaling, x.dtype)
     return apply_rope(x, cos, sin)
-
-
-def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal attention where the s queries are the last s of the K keys (GQA allowed).
-
-    q [b, H, s, d], k/v [b, Hkv, K, d] -> [b, H, s, d]. Uses SDPA (flash-style kernels, O(K) memory per query
-    block); a boolean [s, K] mask is built only when 1 < s < K (chunked prefill).
-    """
-    s, K = q.shape[-2], k.shape[-2]
-    gqa = q.shape[1] != k.shape[1]
-    if s == K:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    if s == 1:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
-    q_pos = torch.arange(K - s, K, device=q.device)
-    mask = torch.arange(K, device=q.device)[None, :] <= q_pos[:, None]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:

@@ -18,10 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from harness.methods.common.attention import attention, merge_lse
 from harness.methods.common.banded import NEAR_BLOCK, PositionTable, _near
-from harness.methods.common.lse import merge_lse
-from harness.methods.common.lse_backend import lse_attention
-from harness.methods.common.rope import causal_sdpa
 
 #: (x [b, h, n, d], query positions [n]) -> x rotated as the sink branch's queries
 SinkQuery = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,7 +44,7 @@ def sink_band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_sin
     q0 = K - s
     if K <= width:
         pos = torch.arange(K, device=q.device)
-        return causal_sdpa(plain(q, pos[q0:]), plain(k, pos), v, scale)
+        return attention(plain(q, pos[q0:]), plain(k, pos), v, scale, causal=True, kernel="sdpa")
     k_lo = max(0, q0 - width + 1)
     qn = table.rotate(q, q0)
     kn = table.rotate(k[:, :, k_lo:], k_lo)
@@ -57,8 +55,7 @@ def sink_band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_sin
         return out.to(q.dtype)
     pos = torch.arange(f_lo, K, device=q.device)
     qf = sink_q(q[:, :, f_lo - q0:], pos)
-    so, sl = lse_attention(qf, sink_k(k[:, :, :n]), v[:, :, :n], scale, mask=sink_mask(pos, n, width),
-                           rows_nonempty=True)
+    so, sl = attention(qf, sink_k(k[:, :, :n]), v[:, :, :n], scale, mask=sink_mask(pos, n, width), return_lse=True)
     tail = f_lo - q0
     merged, _ = merge_lse([(out[:, :, tail:], lse[:, :, tail:]), (so, sl)])
     out = torch.cat([out[:, :, :tail], merged], dim=2) if tail else merged

@@ -20,9 +20,9 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length
-from harness.methods.common.lse import choose_kernel
 from harness.methods.dpe import probe
 from harness.methods.dpe.checks import INVARIANTS
 from harness.methods.dpe.positions import DpeKernel

@@ -31,8 +31,8 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
-from harness.methods.common.lse import choose_kernel
 from harness.methods.gali.checks import INVARIANTS
 from harness.methods.gali.kernel import NoiseSpec
 from harness.methods.gali.positions import chunk_sizes

@@ -92,7 +92,7 @@ class TwoFrameDecoder:
         fresh = (st is None or st.group != group or st.n_keys != n_keys - 1 or st.n_interp > n_interp
                  or st.interp.shape[:2] != k.shape[:2] or st.interp.dtype != k.dtype
                  or st.interp.device != k.device or st.interp.is_inference() != torch.is_inference_mode_enabled())
-        if fresh:
+        if fresh or st is None:
             st = _LayerState(group, 0, 0, _new_buffer(k, n_interp), n_interp, _new_buffer(k, n_keys - n_interp))
         cos, sin = interp_tables
         if st.n_interp < n_interp:  # keys that entered the interpolated region

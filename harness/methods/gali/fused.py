@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.methods.common.lse import query_blocks
+from harness.methods.common.attention import attention, query_blocks
 from harness.methods.gali.kernel import NoiseSpec, grouped_scores, grouped_values
 from harness.methods.gali.noise import FACTOR_BLOCK, SQRT2, FactoredGaussian, NoiseStream
-from harness.methods.gali.sdpa import chunk_attention
 
 
 def add_noise_(scores: torch.Tensor, a: torch.Tensor, n_keys: int, spec: NoiseSpec, stream: NoiseStream,
@@ -94,7 +93,7 @@ def factored_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
 
     The noise z[a, b]·std[a, b] with z = <u(a), w(b)> and std = (a − b)·c_b (c_b = mask_b·std_base/K) is a sum of
     2r products, so it rides in 2r extra head dimensions: q' = [q, a·u/scale, −u/scale], k' = [k, c·w, b·c·w],
-    v' = [v, 0]. Each block of queries sharing w (`FACTOR_BLOCK`) is one `chunk_attention` call.
+    v' = [v, 0]. Each block of queries sharing w (`FACTOR_BLOCK`) is one causal `attention` call.
     """
     bsz, heads, s, d = q.shape
     n_keys, rank = k.shape[-2], factors.rank
@@ -124,6 +123,6 @@ def factored_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
         a_col = a_all[lo:hi].to(torch.float32)[:, None]
         extra = [a_col * u, -u] if spec.scale_std else [u, torch.zeros_like(u)]
         qx = torch.cat([q[..., lo:hi, :].float(), *(e.expand(bsz, -1, -1, -1) for e in extra)], dim=-1)
-        out[..., lo:hi, :] = chunk_attention(qx, kx[..., :end, :], vx[..., :end, :], scale)[..., : v.shape[-1]]
+        out[..., lo:hi, :] = attention(qx, kx[..., :end, :], vx[..., :end, :], scale, causal=True)[..., : v.shape[-1]]
         lo = hi
     return out

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.methods.common.lse import query_blocks
+from harness.methods.common.attention import attention, query_blocks
 from harness.methods.gali.noise import FactoredGaussian, NoiseStream
 from harness.methods.gali.positions import bf16_reference_weights, split_positions
-from harness.methods.gali.sdpa import chunk_attention
 
 FUSED_TILE = 2**21  # scores per tile of the fp32 noise path (8 MiB): bounded memory, cache-sized blocks
 BF16_EXACT_LIMIT = 256  # ceil(p_i) >= 256: bf16 r == 0 for every key (see gali.positions.bf16_reference_weights)
@@ -263,6 +262,7 @@ def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
     if noise.active and not plan.reference and plan.n_explicit:
         from harness.methods.gali import fused
 
+        assert plan.r_nonzero is not None  # fp32 mode
         k_rot = rotate_segments(k.float(), plan.k_segments)
         q_rot = _rot(q, plan.q_cos, plan.q_sin, torch.float32)
         if noise.sampler == "factored" and s > 1:
@@ -281,7 +281,7 @@ def run_plan(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
         parts.append(_explicit_rows(plan, q, q_rot[..., :n_exp, :], k, v, scale, noise, stream, block_elements))
     if n_exp < s:
         k_rot = rotate_segments(k, plan.k_segments) if k_rot is None else k_rot
-        parts.append(chunk_attention(q_rot[..., n_exp:, :], k_rot, v, scale))
+        parts.append(attention(q_rot[..., n_exp:, :], k_rot, v, scale, causal=True))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
 
 
@@ -293,6 +293,7 @@ def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Te
     device = q.device
     k_cos, k_sin = plan.key_tables()
     if plan.reference:
+        assert plan.floor_cos is not None and plan.floor_sin is not None and plan.k_pos is not None
         k_main = _rot(k, k_cos, k_sin)  # keys at ceil: A
         k_floor = _rot(k, plan.floor_cos, plan.floor_sin)  # keys at floor: B
         qr, vv = q_rot, v
@@ -307,14 +308,16 @@ def _explicit_rows(plan: Plan, q: torch.Tensor, q_rot: torch.Tensor, k: torch.Te
         q_index = torch.arange(n_keys - s + lo, n_keys - s + hi, device=device)
         allowed = key_idx[None, :] <= q_index[:, None]
         scores = grouped_scores(qr[..., lo:hi, :], k_main) * scale
-        if plan.reference:
+        if k_floor is not None and plan.k_pos is not None:  # bf16 reference
             r = bf16_reference_weights(plan.q_pos[lo:hi], plan.k_pos).to(device)
             other = grouped_scores(qr[..., lo:hi, :], k_floor) * scale
             scores = scores - (scores - other) * r.to(scores.dtype)  # (1 − r)·A + r·B, in the logits' dtype
             r_nonzero = r != 0
         else:
+            assert plan.r_nonzero is not None
             r_nonzero = plan.r_nonzero.to(device)[None, :]
         if noise.active:
+            assert stream is not None
             scores = scores + noise_for_block(scores, q_index, n_keys, noise, stream, r_nonzero, allowed)
         probs = torch.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
         outs.append(grouped_values(probs.to(vv.dtype), vv).to(v.dtype))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -40,7 +41,7 @@ from harness.methods.gali.positions import layout, positions, positions_at
 class _Rotated:
     """One layer's rotated keys of its latest forward."""
 
-    frame: tuple
+    frame: tuple | None
     n_keys: int
     stable: int
     buf: torch.Tensor  # [b, Hkv, capacity, d]
@@ -188,7 +189,7 @@ class GaliKernel:
         else:
             b, h, _, d = k.shape
             buf = k.new_empty(b, h, n_keys + max(64, n_keys // 8), d)  # room for later decode steps
-            if first:
+            if first and prev is not None:
                 buf[..., :first, :] = prev.buf[..., :first, :]
         rotate_segments(k, plan.k_segments, first, out=buf[..., :n_keys, :])
         self._rotated[layer] = _Rotated(plan.frame, n_keys, plan.stable, buf)
@@ -196,26 +197,28 @@ class GaliKernel:
 
     def __call__(self, module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         n_keys, n_queries = k.shape[-2], q.shape[-2]
+        layer, scale = cast(int, module.layer_idx), cast(float, module.scaling)
         plan = self.plan(n_keys, n_queries, q.device)
         noisy = plan.n_explicit > 0 and self.noise.active
         k_rot = None
-        decode = (n_queries == 1 and plan.frame is not None and (not plan.n_explicit or plan.frame[0] == "group")
+        frame = plan.frame
+        decode = (n_queries == 1 and frame is not None and (not plan.n_explicit or frame[0] == "group")
                   and not torch.is_grad_enabled())
-        if decode and plan.frame[0] == "group":  # beyond the window: tail in its own frame (see gali.decode)
-            self._rotated.pop(module.layer_idx, None)
-            perturb = self._decode_noise(module.layer_idx, n_keys, plan) if noisy else None
-            return self._decoder.attend(module.layer_idx, q, k, v, module.scaling, group=plan.frame[1],
+        if decode and frame is not None and frame[0] == "group":  # beyond the window: tail in own frame (gali.decode)
+            self._rotated.pop(layer, None)
+            perturb = self._decode_noise(layer, n_keys, plan) if noisy else None
+            return self._decoder.attend(layer, q, k, v, scale, group=frame[1],
                                         n_interp=plan.stable, interp_tables=plan.k_segments[0],
                                         q_tables=(plan.q_cos, plan.q_sin), inv_freq=self.tables.inv_freq,
                                         scaling=self.tables.attention_scaling, perturb=perturb)
-        self._decoder.reset(module.layer_idx)
+        self._decoder.reset(layer)
         if decode:  # within the window: keep this step's rotations for the next one
-            k_rot = self._rotated_keys(module.layer_idx, k, plan, n_queries)
+            k_rot = self._rotated_keys(layer, k, plan, n_queries)
         else:  # prefill forwards rotate into a temporary (no buffer held while activations are large)
-            self._rotated.pop(module.layer_idx, None)
-        return run_plan(plan, q, k, v, module.scaling, noise=self.noise if noisy else None,
-                        stream=self.stream(module.layer_idx) if noisy else None,
-                        factors=self.factors(module.layer_idx) if noisy else None, block_elements=self.block_elements,
+            self._rotated.pop(layer, None)
+        return run_plan(plan, q, k, v, scale, noise=self.noise if noisy else None,
+                        stream=self.stream(layer) if noisy else None,
+                        factors=self.factors(layer) if noisy else None, block_elements=self.block_elements,
                         k_rot=k_rot)
 
     def _decode_noise(self, layer: int, n_keys: int, plan: Plan):
@@ -227,6 +230,7 @@ class GaliKernel:
             z = None
             if spec.sampler == "factored":
                 z = self.factors(layer).standard(scores.shape[1], a, n_keys)
+            assert plan.r_nonzero is not None  # group-frame plans with noise carry their weights
             return add_noise_(scores, a, n_keys, spec, stream, plan.r_nonzero.to(scores.device), z=z)
 
         return perturb

@@ -25,13 +25,13 @@ its own, as in InfLLM; a prefill then differs from decoding the same tokens once
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+from harness.methods.common.attention import attention
 from harness.methods.common.banded import PositionTable
-from harness.methods.common.lse_backend import lse_attention
-from harness.methods.common.rope import causal_sdpa, repeat_kv
+from harness.methods.common.rope import repeat_kv
 
 NEG_INF = float("-inf")
 
@@ -119,6 +119,9 @@ class InfLLMKernel:
     def _form_blocks(self, st: _LayerState, k: torch.Tensor, upto: int) -> None:
         """Form memory blocks 0..upto−1 that do not exist yet (their local scores are complete)."""
         z = self.sizes
+        if st.blocks >= upto:
+            return
+        assert st.scores is not None  # `_grow_scores` ran for this forward
         n_rep = st.scores.shape[0] // k.shape[1]
         while st.blocks < upto:
             lo = z.n_init + st.blocks * z.block_size
@@ -146,7 +149,7 @@ class InfLLMKernel:
                             torch.arange(min(rest_lo, far_hi), far_hi, device=dev)])
         idx, mask = region, region[None, :] <= (rows[:, None] - z.n_local)
         if nb:
-            if nb <= z.topk:
+            if nb <= z.topk or st.reprs is None:
                 sel = torch.ones(b - a, nb, dtype=torch.bool, device=dev)
             else:
                 qs = qg[0].float().mean(dim=1, keepdim=True) if z.chunk_retrieval else qg[0].float()
@@ -162,7 +165,7 @@ class InfLLMKernel:
         kg = kg if self.att == 1.0 else kg * self.att  # rotation by 0 (times the rope type's scaling, if any)
         local = torch.clamp(rows + 1, max=z.n_local)
         self.max_keys_seen = max(self.max_keys_seen, int((mask.sum(dim=1) + local).max()))
-        return lse_attention(qg, kg, v[:, :, idx], scale, mask=mask)
+        return attention(qg, kg, v[:, :, idx], scale, mask=mask, return_lse=True)
 
     def _rows(self, r: _Rotated, k: torch.Tensor, v: torch.Tensor, st: _LayerState, a: int, b: int,
               scale: float) -> torch.Tensor:
@@ -184,6 +187,7 @@ class InfLLMKernel:
         out = torch.matmul(probs, vl)
         if glob is not None:
             out = out + torch.exp(glob[1] - lse)[..., None] * glob[0]
+        assert st.scores is not None
         st.scores[:, lo - st.score_start:b - st.score_start] += probs[0].sum(dim=1)
         self.max_keys_seen = max(self.max_keys_seen, min(z.n_local, b))  # local keys of the last row
         return out
@@ -206,10 +210,11 @@ class InfLLMKernel:
                 b = min(K, a + z.exc_block_size, nxt)
             nb = z.blocks_seen(a)
             self._form_blocks(st, k, nb)
-            outs.append(self._rows(r, k, v, st, a, b, module.scaling))
+            outs.append(self._rows(r, k, v, st, a, b, cast(float, module.scaling)))
             a = b
         st.length = K
         if K <= z.n_local:  # every key is local: the model's own attention, bit for bit
             pos = torch.arange(K, device=q.device)
-            return causal_sdpa(self.tables.rotate(q, pos[q0:]), self.tables.rotate(k, pos), v, module.scaling)
+            return attention(self.tables.rotate(q, pos[q0:]), self.tables.rotate(k, pos), v,
+                             cast(float, module.scaling), causal=True, kernel="sdpa")
         return torch.cat(outs, dim=2).to(q.dtype)

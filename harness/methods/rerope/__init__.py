@@ -19,10 +19,10 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.banded import Branches, PositionTable, banded_attention, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length, scale_query_rows
-from harness.methods.common.lse import choose_kernel
 from harness.methods.rerope.checks import INVARIANTS
 
 

@@ -16,8 +16,8 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
-from harness.methods.common.lse import choose_kernel
 from harness.methods.selfextend.checks import INVARIANTS
 from harness.methods.selfextend.kernel import SelfExtendKernel
 from harness.methods.selfextend.positions import check_pair, suggested_pair

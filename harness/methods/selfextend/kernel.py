@@ -3,7 +3,7 @@
 Queries are the last s of the K keys (prefill, chunked prefill and decode alike). For query i:
   * neighbour keys j ∈ (i − W, i] at standard positions (query i, key j);
   * group keys j ≤ i − W at floor(j/G), the query at floor(i/G) + shift.
-Both parts go through fused attention calls that return the LSE (`lse.fused_attention_lse`), never a score
+Both parts go through attention calls that return the LSE (`attention.attention`), never a score
 matrix: the group part of all rows is one bottom-right causal block; the neighbour band of a block of ≤ W rows
 is a bottom-right causal block over the last W keys plus an upper triangle, which is a causal block once both
 queries and keys are reversed. For small W the band is computed explicitly in fp32, each row against exactly
@@ -12,16 +12,13 @@ its W keys (strided windows), which is cheaper than several small fused calls.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
+from harness.methods.common.attention import NEG_INF, attention, merge_lse
 from harness.methods.common.hook import RopeTables
 from harness.methods.common.key_buffer import KeyBuffers
-from harness.methods.common.lse import (
-    NEG_INF,
-    bottom_right_causal_lse,
-    fused_attention_lse,
-    merge_lse,
-)
 from harness.methods.common.rope import repeat_kv
 from harness.methods.selfextend.positions import (
     ShiftMode,
@@ -49,7 +46,7 @@ class SelfExtendKernel:
         self.tables = tables
         self.window = window
         self.group = group
-        self.shift_mode = shift_mode
+        self.shift_mode: ShiftMode = shift_mode
         self.scale_base = scale_base
         self.band_fused_min = band_fused_min
         self.buffers = KeyBuffers()
@@ -70,27 +67,27 @@ class SelfExtendKernel:
         bsz, heads, s, dim = q.shape
         K, W, G = k.shape[-2], self.window, self.group
         start = K - s
-        scale = module.scaling
+        scale, layer = cast(float, module.scaling), cast(int, module.layer_idx)
         pos_k = torch.arange(K, device=q.device)
         pos_q = pos_k[start:]
         factor = log_scale(pos_q, self.scale_base)
         if factor is not None:
             q = q * factor.to(q.dtype)[:, None]
         qn = self.tables.rotate(q, pos_q)
-        cont = self.buffers.step(module.layer_idx, s, K)
+        cont = self.buffers.step(layer, s, K)
         # keys keep their Hkv heads (the fused calls handle GQA); their rotations never change once written
-        kn = self.buffers.rotated(module.layer_idx, "near", k, cont, self._rotate_near)
+        kn = self.buffers.rotated(layer, "near", k, cont, self._rotate_near)
         if K <= W:  # every key is a neighbour: plain RoPE causal attention
-            return bottom_right_causal_lse(qn, kn, v, scale)[0].to(q.dtype)
+            return attention(qn, kn, v, scale, causal=True, return_lse=True)[0].to(q.dtype)
         shift = self.shift(s, K - 1)
         qg = self.tables.rotate(q, group_query_positions(pos_q, G, shift))
-        kg = self.buffers.rotated(module.layer_idx, "group", k[:, :, : K - W], cont, self._rotate_group)
+        kg = self.buffers.rotated(layer, "group", k[:, :, : K - W], cont, self._rotate_group)
         out = q.new_empty(bsz, heads, s, dim)
         if start < W:  # rows below W see every earlier key as a neighbour
-            o, _ = bottom_right_causal_lse(qn[:, :, : W - start], kn[:, :, :W], v[:, :, :W], scale)
+            o, _ = attention(qn[:, :, : W - start], kn[:, :, :W], v[:, :, :W], scale, causal=True, return_lse=True)
             out[:, :, : W - start] = o.to(q.dtype)
         g0 = max(start, W)  # first row with group keys: rows [g0, K) are the last rows of the K − W group keys
-        g_out, g_lse = bottom_right_causal_lse(qg[:, :, g0 - start:], kg, v[:, :, : K - W], scale)
+        g_out, g_lse = attention(qg[:, :, g0 - start:], kg, v[:, :, : K - W], scale, causal=True, return_lse=True)
         fused_band = W >= self.band_fused_min
         block = W if fused_band else self._window_rows(q, W)
         for a in range(g0, K, block):
@@ -105,13 +102,13 @@ class SelfExtendKernel:
                     scale: float) -> list[Part]:
         """Neighbour part of rows [a, b), b − a ≤ W, a ≥ W: keys (i − W, i] for row i."""
         W, n = self.window, b - a
-        parts = [bottom_right_causal_lse(q, k[:, :, b - W:b], v[:, :, b - W:b], scale)]
+        parts = [attention(q, k[:, :, b - W:b], v[:, :, b - W:b], scale, causal=True, return_lse=True)]
         if n > 1:
             # rows [a, b−1) and keys [a−W+1, b−W): row i sees j ≥ i − W + 1, an upper triangle (diagonal
             # included); reversing queries and keys turns it into a square causal block.
             qf = q[:, :, : n - 1].flip(2)
             kf, vf = k[:, :, a - W + 1:b - W].flip(2), v[:, :, a - W + 1:b - W].flip(2)
-            o, lse = fused_attention_lse(qf, kf, vf, scale, causal=True)
+            o, lse = attention(qf, kf, vf, scale, causal=True, return_lse=True)
             o = torch.cat([o.flip(2), o.new_zeros(*o.shape[:2], 1, o.shape[-1])], dim=2)
             lse = torch.cat([lse.flip(2), lse.new_full((*lse.shape[:2], 1), NEG_INF)], dim=2)
             parts.append((o, lse))

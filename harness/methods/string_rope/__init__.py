@@ -26,10 +26,10 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.common.attention import choose_kernel
 from harness.methods.common.banded import Branches, PositionTable, banded_attention, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length, scale_query_rows
-from harness.methods.common.lse import choose_kernel
 from harness.methods.string_rope.checks import INVARIANTS
 
 log = logging.getLogger(__name__)
