@@ -9,10 +9,16 @@ automatically; `--methods` picks a subset and `--param gali.noise_type=gaussian`
 `--variant gali-noise=gali:noise_type=gaussian` adds a row label running a method with other params (repeatable,
 `KEY=VALUE` pairs separated by commas), so GALI with and without noise are measured in the same run.
 
-CPU, GALI noise on/off and every method (docs/bench/cpu-tiny-noise.md):
-    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 8192,16384 --threads 1 --rounds 2 \\
-        --variant gali-noise=gali:noise_type=gaussian \\
-        --variant gali-noise-factored=gali:noise_type=gaussian,noise_sampler=factored --tag cpu-tiny-noise
+CPU, GALI noise on/off and every method (docs/bench/cpu-tiny-noise.md; on a busy machine one run per length, in
+parallel, then merged — each run measures `original` at its length, so every ratio is still within one run):
+    V="--variant gali-noise=gali:noise_type=gaussian \\
+       --variant gali-noise-factored=gali:noise_type=gaussian,noise_sampler=factored"
+    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 8192,16384 --threads 1 --rounds 1 $V \\
+        --out /tmp/b8 --tag cpu-tiny-noise  # stopped once its 8k rows are written (params see the longest length)
+    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 16384 --threads 1 --rounds 1 $V --out /tmp/b16 \\
+        --tag cpu-tiny-noise
+    .venv/bin/python scripts/bench_methods.py --merge /tmp/b8/cpu-tiny-noise.md /tmp/b16/cpu-tiny-noise.md \\
+        --tag cpu-tiny-noise
 
 CPU, tiny random Llama (2 layers, hidden 256, window 4096) — the committed table (1 thread: steadier on a
 shared machine):
@@ -128,31 +134,35 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     reset_peak(device)
     base = _current_mb(device)
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cache, logits = engine.prefill(ids[:n])
     sync()
-    times = [time.perf_counter() - t0]
+    times, cpu_times = [time.perf_counter() - t0], [time.process_time() - c0]
     steps = spec["decode_tokens"]
-    step_s = []
+    step_s, step_cpu = [], []
     with torch.inference_mode():
         for _ in range(steps):
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             step = torch.tensor([[int(torch.argmax(logits))]], device=engine.input_device)
             logits = engine.logits(forward_hidden(model, step, cache)[:, -1:])[0, -1]
             sync()
             step_s.append(time.perf_counter() - t1)
+            step_cpu.append(time.process_time() - c1)
     peak = peak_mb(device)
     finite = bool(torch.isfinite(logits).all())
     del cache, logits
     for _ in range(spec["repeats"] - 1):
         gc.collect()
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         engine.prefill(ids[:n])
         sync()
         times.append(time.perf_counter() - t0)
-    return {"prefill_s": min(times), "peak_mb": peak, "growth_mb": max(0.0, peak - base),
-            "decode_tok_s": 1 / statistics.median(step_s) if step_s else None, "finite": finite,
+        cpu_times.append(time.process_time() - c0)
+    return {"prefill_s": min(times), "prefill_cpu_s": min(cpu_times), "peak_mb": peak,
+            "growth_mb": max(0.0, peak - base),
+            "decode_tok_s": 1 / statistics.median(step_s) if step_s else None,
+            "decode_cpu_tok_s": 1 / max(statistics.median(step_cpu), 1e-9) if step_cpu else None, "finite": finite,
             "window": info.original_window}
 
 
@@ -212,8 +222,11 @@ def best_of(results: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return results[-1]
     decode = [r["decode_tok_s"] for r in ok if r.get("decode_tok_s")]
+    decode_cpu = [r["decode_cpu_tok_s"] for r in ok if r.get("decode_cpu_tok_s")]
     return {"prefill_s": min(r["prefill_s"] for r in ok), "peak_mb": min(r["peak_mb"] for r in ok),
+            "prefill_cpu_s": min(r.get("prefill_cpu_s", r["prefill_s"]) for r in ok),
             "growth_mb": min(r["growth_mb"] for r in ok), "decode_tok_s": max(decode) if decode else None,
+            "decode_cpu_tok_s": max(decode_cpu) if decode_cpu else None,
             "finite": all(r["finite"] for r in ok), "window": ok[0]["window"], "runs": len(ok)}
 
 
@@ -252,8 +265,11 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, t
         r["peak_x"] = _ratio(r.get("peak_mb"), o.get("peak_mb"))
         r["growth_x"] = _ratio(r.get("growth_mb"), o.get("growth_mb"))
         r["decode_x"] = _ratio(r.get("decode_tok_s"), o.get("decode_tok_s"))
-    cols = ["method", "length", "prefill_s", "prefill_x", "peak_mb", "peak_x", "growth_mb", "growth_x",
-            "decode_tok_s", "decode_x", "finite", "error", "params"]
+        r["prefill_cpu_x"] = _ratio(r.get("prefill_cpu_s"), o.get("prefill_cpu_s"))
+        r["decode_cpu_x"] = _ratio(r.get("decode_cpu_tok_s"), o.get("decode_cpu_tok_s"))
+    cols = ["method", "length", "prefill_s", "prefill_x", "prefill_cpu_s", "prefill_cpu_x", "peak_mb", "peak_x",
+            "growth_mb", "growth_x", "decode_tok_s", "decode_x", "decode_cpu_tok_s", "decode_cpu_x", "finite", "error",
+            "params"]
     with (out / f"{tag}.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -266,15 +282,19 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, t
               "Prefill: one `Engine.prefill` in the method's own chunks. Peak: VmHWM (CPU) "
               "or CUDA allocator peak over prefill + decode; growth = peak minus memory in use before the prefill. "
               "Decode: greedy steps after the prefill, 1 / median step time. `x` columns are ratios to `original` at "
-              "the same length.", "",
-              "| method | L | prefill s | x | peak MiB | x | growth MiB | x | decode tok/s | x | note |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "the same length. `cpu` columns time the same work in process CPU time (`time.process_time`) instead of "
+              "wall time: with one torch thread on a shared, oversubscribed machine they are the steadier measure "
+              "(waiting for a core is not counted; cache contention still is).", "",
+              "| method | L | prefill s | x | cpu s | x | peak MiB | x | growth MiB | x | decode tok/s | x | "
+              "cpu tok/s | x | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         note = r.get("error", "") or ("" if r.get("finite", True) else "non-finite logits")
         lines.append(f"| {r['method']} | {r['length']} | {_fmt(r.get('prefill_s'))} | {_fmt(r.get('prefill_x'))} | "
+                     f"{_fmt(r.get('prefill_cpu_s'))} | {_fmt(r.get('prefill_cpu_x'))} | "
                      f"{_fmt(r.get('peak_mb'), 0)} | {_fmt(r.get('peak_x'))} | {_fmt(r.get('growth_mb'), 0)} | "
                      f"{_fmt(r.get('growth_x'))} | {_fmt(r.get('decode_tok_s'), 1)} | {_fmt(r.get('decode_x'))} | "
-                     f"{note} |")
+                     f"{_fmt(r.get('decode_cpu_tok_s'), 1)} | {_fmt(r.get('decode_cpu_x'))} | {note} |")
     gali = [r for r in rows if r["method"].startswith("gali") and "error" not in r]
     if gali:
         lines += ["", "GALI targets: noise off prefill <= 1.3x, with noise <= 1.5x; peak <= 1.1x, decode >= 0.7x "
@@ -283,8 +303,12 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, t
             noisy = str(r.get("params", {}).get("noise_type", "gaussian")).lower() in ("gaussian", "uniform")
             t = NOISE_TARGETS if noisy else TARGETS
             checks = [("prefill", r["prefill_x"], r["prefill_x"] is not None and r["prefill_x"] <= t["prefill"]),
+                      ("prefill cpu", r["prefill_cpu_x"],
+                       r["prefill_cpu_x"] is not None and r["prefill_cpu_x"] <= t["prefill"]),
                       ("peak", r["peak_x"], r["peak_x"] is not None and r["peak_x"] <= t["peak"]),
-                      ("decode", r["decode_x"], r["decode_x"] is not None and r["decode_x"] >= t["decode"])]
+                      ("decode", r["decode_x"], r["decode_x"] is not None and r["decode_x"] >= t["decode"]),
+                      ("decode cpu", r["decode_cpu_x"],
+                       r["decode_cpu_x"] is not None and r["decode_cpu_x"] >= t["decode"])]
             lines.append(f"- {r['method']} L={r['length']}: " + ", ".join(
                 f"{n} {_fmt(v)}x {'met' if ok else 'NOT met'}" for n, v, ok in checks))
     lines += ["", "Parameters (suggested_params + overrides):", ""]
@@ -293,6 +317,35 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, t
         seen.setdefault(r["method"], r.get("params", {}))
     lines += [f"- {m}: `{json.dumps(p)}`" for m, p in seen.items()]
     (out / f"{tag}.md").write_text("\n".join(lines) + "\n")
+
+
+def merge_runs(tables: list[Path], out: Path, tag: str) -> int:
+    """Rows of several runs (`<name>.md` + `<name>.csv`) as one table; the header lists each run's own header."""
+    rows: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {}
+    for i, md in enumerate(tables, 1):
+        for line in md.read_text().splitlines():
+            if line.startswith("- ") and ": " in line and not line.startswith("- gali"):
+                key, _, value = line[2:].partition(": ")
+                if key in ("date", "model", "window M", "dtype", "device", "decode tokens", "repeats", "rounds"):
+                    meta[f"run {i} {key}" if key == "date" else key] = value
+                elif key not in meta:
+                    meta[key] = value
+            if line.startswith("Parameters"):
+                break
+        with md.with_suffix(".csv").open() as fh:
+            for r in csv.DictReader(fh):
+                row: dict[str, Any] = {"run": i, "method": r["method"], "length": int(r["length"]),
+                                       "params": json.loads(r["params"] or "{}")}
+                for k, v in r.items():
+                    if k in ("method", "length", "params") or k.endswith("_x") or v == "":
+                        continue
+                    row[k] = v == "True" if k == "finite" else (v if k == "error" else float(v))
+                rows.append(row)
+    meta["merged"] = "; ".join(f"run {i}: L = {', '.join(sorted({str(r['length']) for r in rows if r['run'] == i}))}"
+                               for i in range(1, len(tables) + 1))
+    write_outputs(rows, meta, out, tag)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,11 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=1800, help="seconds per (method, length) measurement")
     p.add_argument("--out", default=str(REPO / "docs" / "bench"))
     p.add_argument("--tag", default="bench")
+    p.add_argument("--merge", nargs="+", metavar="MD", default=None,
+                   help="combine the tables of earlier runs (their .md and .csv, e.g. one run per length) into "
+                        "<out>/<tag>.{csv,md}; ratios stay those of each run's own `original` at each length")
     args = p.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
 
+    if args.merge:
+        return merge_runs([Path(x) for x in args.merge], Path(args.out), args.tag)
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from harness.methods.base import METHODS

@@ -56,7 +56,8 @@ NOTES = """\
 def render() -> str:
     """The markdown of docs/support.md."""
     from harness.methods.base import METHODS
-    from harness.model.loading import FAMILY_NOTES, SUPPORTED_FAMILIES, method_families
+    from harness.model.loading import FAMILY_NOTES, SUPPORTED_FAMILIES
+    from harness.stages.resolve import method_families
     from tests.tiny import FAMILIES as TESTED
 
     methods = sorted(METHODS.all())  # registration order depends on import order

@@ -8,9 +8,8 @@ import pytest
 
 from harness.core.config import from_dict
 from harness.methods.base import METHODS
-from harness.model.loading import method_families
 from harness.stages.check import run_checks
-from harness.stages.resolve import resolve
+from harness.stages.resolve import method_families, resolve
 from tests.tiny import make_model_dir
 
 ALL_METHODS = METHODS.names()

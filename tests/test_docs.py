@@ -76,9 +76,9 @@ def test_command_parses_and_paths_exist(doc, line, monkeypatch):
         pytest.fail(f"{doc}: `{line}` does not parse ({exc})")
     if prog == "gali-run" and not any(c.startswith("results/") for c in args.cfg):  # results/: made by a run
         monkeypatch.chdir(ROOT)
-        configs = module.load_all(args)  # every config loads and validates (names, keys, params)
-        assert configs
-        if all(c.model == "gali:lab" for c in configs):
+        plans = module.load_all(args)  # every config loads and resolves (names, keys, params)
+        assert plans
+        if all(p.cfg.model == "gali:lab" for p in plans):
             assert module.main([*tokens[1:], "--dry-run", "-q"]) == 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.core.errors import HarnessError
+from harness.core.results import find_experiments, io_error
 
 log = logging.getLogger("harness")
 
@@ -53,8 +54,6 @@ def guarded(fn: Callable[[], int]) -> int:
 def os_error_text(exc: OSError) -> str:
     """One line for an OSError: the full-disk wording of harness.core.results, else the file and the system's reason."""
     import errno
-
-    from harness.core.results import io_error
 
     where = exc.filename if exc.filename is not None else "a file"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -131,7 +130,7 @@ def _shard_from_env(env: Mapping[str, str]) -> tuple[int, int]:
     """The shard implied by GALI_SHARDS / the SLURM array variables (see parse_shard)."""
     override = env.get("GALI_SHARDS", "").strip()
     tid = _env_int(env, "SLURM_ARRAY_TASK_ID")
-    first = _env_int(env, "SLURM_ARRAY_TASK_MIN", 0)
+    first = _env_int(env, "SLURM_ARRAY_TASK_MIN") or 0
     if override:
         if "/" in override:
             return _parse_shard_text(override, "GALI_SHARDS")
@@ -169,8 +168,6 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
 
 def selected_experiments(args: argparse.Namespace) -> list[Any]:
     """The experiments named by `add_experiment_args` options; a clear error when there are none."""
-    from harness.core.results import find_experiments
-
     exps = find_experiments(args.results_dir, None if args.all else args.exp)
     if not exps:
         what = "" if args.all else f" matching {' '.join(args.exp)}"

@@ -10,6 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import harness
+from harness.cli._common import setup_logging
+from harness.methods.base import METHODS
+from harness.model.loading import BUNDLED_MODELS, FETCHED_MODELS, SUPPORTED_FAMILIES
+from harness.tasks.base import TASKS
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
@@ -22,8 +26,6 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 
 def configure_logging(args: argparse.Namespace) -> None:
     """setup_logging for the parsed flags; --quiet raises the level to WARNING and switches tqdm bars off."""
-    from harness.cli._common import setup_logging
-
     setup_logging(getattr(args, "verbose", False))
     if getattr(args, "quiet", False):
         global _SAVED_LEVELS
@@ -107,17 +109,11 @@ def list_text(what: str) -> str:
     """The `gali-run --list methods|tasks|models` text."""
     lines: list[str] = []
     if what == "methods":
-        from harness.methods.base import METHODS
-
         lines += _registry_lines(METHODS, "params", _first_line, lambda cls: _fields(cls.Params))
     elif what == "tasks":
-        from harness.tasks.base import TASKS
-
         lines += _registry_lines(TASKS, "task_options", lambda cls: cls.description or _first_line(cls),
                                  lambda cls: _fields(cls.Options))
     elif what == "models":
-        from harness.model.loading import BUNDLED_MODELS, FETCHED_MODELS, SUPPORTED_FAMILIES
-
         lines.append("bundled: " + ", ".join(BUNDLED_MODELS) + " (ships with the package)")
         lines.append("fetched: " + ", ".join(FETCHED_MODELS) + " (gali-demo fetch downloads it once)")
         lines.append("any Hugging Face hub id or local directory of the families: " + ", ".join(SUPPORTED_FAMILIES))

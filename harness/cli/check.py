@@ -10,6 +10,10 @@ import sys
 
 from harness.cli._common import guarded
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.core.config import expand_config_paths
+from harness.core.errors import HarnessError
+from harness.stages.check import format_table, run_checks, summary_line
+from harness.stages.resolve import load_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,19 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.core.config import expand_config_paths, load_config
-        from harness.core.errors import HarnessError
-        from harness.model.loading import load_model_config, model_info
-        from harness.stages.check import format_table, run_checks, summary_line
-        from harness.stages.resolve import resolve
-
         if args.max_len is not None and args.max_len < 2:
             raise HarnessError(f"--max-len {args.max_len}: must be at least 2")
         status = 0
         for path in expand_config_paths(args.cfg):
-            cfg = load_config(path, args.overrides)
-            resolve(cfg, window=model_info(load_model_config(cfg)).original_window, peek=False)
-            results, meta = run_checks(cfg, args.max_len)
+            plan = load_plan(path, args.overrides, access="load")  # resolved with the model's window M
+            results, meta = run_checks(plan.cfg, args.max_len)
             print(f"gali-check: {path}: method '{meta['method']}' on {meta['model']} (window M={meta['window']}, "
                   f"long length {meta['long_len']}, {meta['dtype']} on {meta['device']})")
             print(format_table(results))

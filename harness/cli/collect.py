@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.cli._common import add_experiment_args, guarded, log, selected_experiments
 from harness.cli._flags import add_common_flags, configure_logging
 from harness.core.errors import HarnessError
+from harness.stages.collect import collect
+from harness.stages.tracking import track_all
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.stages.collect import collect
-
         exps = selected_experiments(args)
         out = Path(args.out) if args.out else Path(args.results_dir) / "summary" / "summary.xlsx"
         if out.suffix.lower() != ".xlsx":
@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tables:   {out.parent}/<sheet>.csv, <sheet>.md, summary.md")
         for fig in result["figures"]:
             print(f"figure:   {fig}")
-        from harness.stages.tracking import track_all
 
         for run_id in track_all(exps, result["figures"]):  # experiments with a [tracking] table (optional extra)
             print(f"tracked:  run {run_id}")

@@ -20,8 +20,13 @@ from typing import Any
 import harness
 from harness.cli._common import guarded
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.core import params as P
+from harness.core.config import from_dict, read_toml
 from harness.core.errors import HarnessError
+from harness.tasks import _ruler_data as R
 from harness.tasks import datasets as data
+from harness.tasks.base import TASKS
+from harness.tasks.leval import LEVAL_TASKS
 
 DATA_TASKS = ("longbench", "leval", "pg19", "ruler", "longbench_v2")
 RULER_ESSAY_BOOKS = 10  # PG19 books written to <dir>/ruler/ as the essay haystack (> 500k words)
@@ -44,10 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(task: str, cfg_path: str | None) -> tuple[Any, str | None]:
     """(typed task options, data_dir) from --cfg if it configures `task`, else the defaults."""
-    from harness.core import params as P
-    from harness.core.config import from_dict, read_toml
-    from harness.tasks.base import TASKS
-
     cls = TASKS.get(task)
     if cfg_path:
         cfg = from_dict(read_toml(cfg_path), source=cfg_path, exp_name_default=Path(cfg_path).stem)
@@ -71,8 +72,6 @@ def _tasks(names: list[str]) -> list[str]:
 
 
 def download(task: str, opts: Any, to: str | None) -> None:
-    from harness.tasks.leval import LEVAL_TASKS
-
     if task == "longbench":
         path = data.longbench_archive(opts.repo_id, opts.archive, opts.revision)
         print(f"longbench: {path}")
@@ -125,8 +124,6 @@ def download_ruler(to: str | None) -> None:
     """SQuAD 2.0 dev (hub parquet), HotpotQA dev distractor (hub JSON) and the PG19 books of the essay haystack."""
     import json
 
-    from harness.tasks import _ruler_data as R
-
     squad = R.qa_raw("squad", None)
     hotpot = data.hub_file(R.HOTPOTQA_REPO, R.HOTPOTQA_FILE, R.HOTPOTQA_REVISION, "RULER: HotpotQA dev could not be "
                            "fetched")
@@ -142,8 +139,6 @@ def download_ruler(to: str | None) -> None:
 
 
 def where(task: str, opts: Any, data_dir: str | None) -> None:
-    from harness.tasks.leval import LEVAL_TASKS
-
     def show(label: str, path: Path | None, hint: str) -> None:
         print(f"  {label}: {path if path else 'not cached (' + hint + ')'}")
 
@@ -159,8 +154,6 @@ def where(task: str, opts: Any, data_dir: str | None) -> None:
                  "gali-data download leval")
         print("  data_dir layout: <data_dir>/<task>.jsonl, e.g. coursera.jsonl")
     elif task == "ruler":
-        from harness.tasks import _ruler_data as R
-
         show(f"{R.HOTPOTQA_REPO}/{R.HOTPOTQA_FILE}", data.cached_file(R.HOTPOTQA_REPO, R.HOTPOTQA_FILE,
                                                                       R.HOTPOTQA_REVISION), "gali-data download ruler")
         print(f"  SQuAD: {R.SQUAD_REPO}/{R.SQUAD_PATTERN}; essay haystack: the pg19 books (see `gali-data where pg19`)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from harness.cli._common import guarded
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.demo.demos import run_demo, tables_markdown
+from harness.model.loading import fetched_gguf
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,11 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "fetch":
-            from harness.model.loading import fetched_gguf
-
             print(f"SmolLM2-135M-Instruct: {fetched_gguf('gali:smollm2')}")
             return 0
-        from harness.demo.demos import run_demo, tables_markdown
 
         kind = "lab" if args.command == "run" else "real"
         results = args.results_dir or ("results/demo" if kind == "lab" else "results/demo-real")

@@ -8,6 +8,7 @@ import sys
 from harness.cli._common import add_experiment_args, guarded, log, selected_experiments
 from harness.cli._flags import add_common_flags, configure_logging
 from harness.core.errors import HarnessError
+from harness.stages.evaluate import evaluate_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.stages.evaluate import evaluate_experiment
-
         exps = selected_experiments(args)
         status = 0
         for exp in exps:

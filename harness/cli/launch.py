@@ -14,6 +14,8 @@ import sys
 
 from harness.cli._common import guarded, log
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.cluster.launch import launch, parse_gpus
+from harness.core.config import expand_config_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.cluster.launch import launch, parse_gpus
-        from harness.core.config import expand_config_paths
-
         groups = parse_gpus(args.gpus)
         status = 0
         for path in expand_config_paths(args.cfg):

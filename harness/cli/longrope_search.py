@@ -19,7 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli._common import guarded, log, setup_logging
+from harness.core.config import read_config
 from harness.core.errors import HarnessError
+from harness.methods.base import Method
+from harness.methods.common.frequency import rotary_dim
+from harness.methods.longrope import apply_longrope
+from harness.methods.longrope.factors import (
+    default_attention_factor,
+    ntk_by_parts_factors,
+    ntk_factors,
+    pi_factors,
+    write_factors_file,
+)
+from harness.methods.longrope.search import Genome, Search, SearchSettings
+from harness.model.engine import Engine
+from harness.model.loading import load_model, load_tokenizer
+from harness.stages.resolve import RunPlan, plan_experiment
+from harness.tasks.pg19 import PG19
+from harness.tasks.scoring.perplexity import aggregate_ppl
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +74,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise HarnessError("--target-length must be >= 2")
 
 
-def _documents(cfg: Any, tokenizer: Any, target: int, search: int, heldout: int) -> tuple[list, list]:
+def _documents(plan: RunPlan, tokenizer: Any, target: int, search: int, heldout: int) -> tuple[list, list]:
     """Token lists (target + 1 tokens) of the held-out and search documents (only documents long enough)."""
-    from harness.stages.resolve import build_task
-
-    task = build_task(cfg, tokenizer)
+    task = plan.build_task(tokenizer)
+    assert isinstance(task, PG19), "checked by run(): the config's task is pg19"
     held, found = [], []
     for example in task.examples(task.subsets()[0]):
         ids = task.tokens(example)
@@ -71,7 +87,7 @@ def _documents(cfg: Any, tokenizer: Any, target: int, search: int, heldout: int)
         if len(found) >= search:
             break
     if len(found) < search:
-        raise HarnessError(f"{cfg.source}: only {len(held) + len(found)} documents reach {target + 1} tokens; the "
+        raise HarnessError(f"{plan.cfg.source}: only {len(held) + len(found)} documents reach {target + 1} tokens; the "
                            f"search needs {heldout} held-out + {search}. Fix: lower --heldout-docs/--search-docs or "
                            f"--target-length, or use a larger text source")
     return held, found
@@ -81,35 +97,23 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from harness.core.config import load_config
-    from harness.methods.base import Method
-    from harness.methods.common.frequency import rotary_dim
-    from harness.methods.longrope import apply_longrope
-    from harness.methods.longrope.factors import (
-        default_attention_factor,
-        ntk_by_parts_factors,
-        ntk_factors,
-        pi_factors,
-        write_factors_file,
-    )
-    from harness.methods.longrope.search import Genome, Search, SearchSettings
-    from harness.model.engine import Engine
-    from harness.model.loading import load_model, load_tokenizer
-    from harness.tasks.scoring.perplexity import aggregate_ppl
-
     _check_args(args)
-    cfg = load_config(args.cfg, args.overrides)
+    cfg = read_config(args.cfg, args.overrides)
+    cfg.method, cfg.params = "original", {}  # the search runs the unmodified model (its rope factors are swapped)
+    plan = plan_experiment(cfg, "load")
+    cfg = plan.cfg
     if cfg.task != "pg19":
         raise HarnessError(f"{args.cfg}: task is '{cfg.task}'. Fix: give a pg19 config (it names the text source)")
-    cfg.method, cfg.params = "original", {}
-    target = args.target_length or cfg.max_pe - 2
-    tokenizer = load_tokenizer(cfg)
-    model, info, device = load_model(cfg)
+    if not args.target_length and not cfg.max_pe:
+        raise HarnessError(f"{args.cfg}: no target length. Fix: set max_pe in the config or pass --target-length")
+    target = args.target_length or (cfg.max_pe or 0) - 2
+    tokenizer = load_tokenizer(cfg, plan.model_config)
+    model, info, device = load_model(cfg, plan.model_config, plan.device, plan.dtype)
     window, dim = info.original_window, rotary_dim(model.config)
     scale = target / window
     if scale <= 1:
         raise HarnessError(f"--target-length {target} is within the window {window}. Fix: search beyond the window")
-    held, docs = _documents(cfg, tokenizer, target, args.search_docs, args.heldout_docs)
+    held, docs = _documents(plan, tokenizer, target, args.search_docs, args.heldout_docs)
     engine = Engine(model, tokenizer, Method(None, cfg), device)
     attention = default_attention_factor(scale, window)
 

@@ -20,6 +20,16 @@ import sys
 
 from harness.cli._common import guarded, log, parse_shard
 from harness.cli._flags import add_common_flags, configure_logging, list_text
+from harness.core.config import expand_config_paths
+from harness.core.errors import HarnessError
+from harness.core.results import ExperimentDir
+from harness.core.runlog import run_log
+from harness.stages.dryrun import dry_run
+from harness.stages.matrix import Axes, load_experiments, parse_int_list, split_list
+from harness.stages.resolve import RunPlan
+from harness.stages.run import run_experiment
+from harness.stages.run_checks import check_runtime
+from harness.stages.tracking import tracking_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,18 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def dry_run(cfg, shard: tuple[int, int]) -> None:
-    from harness.stages.dryrun import dry_run as plan_text
-
-    print(plan_text(cfg, shard))
-
-
-def load_all(args: argparse.Namespace) -> list:
-    """The configs named by --cfg and/or the matrix flags, with --limit / --results-dir applied."""
-    from harness.core.config import expand_config_paths
-    from harness.core.errors import HarnessError
-    from harness.core.matrix import Axes, load_experiments, parse_int_list, split_list
-
+def load_all(args: argparse.Namespace) -> list[RunPlan]:
+    """The experiments named by --cfg and/or the matrix flags, with --limit / --results-dir applied, resolved once
+    (a dry run reads the model's config where it is on this machine, a run also where it can be fetched)."""
     if args.limit is not None and args.limit <= 0:
         raise HarnessError(f"--limit {args.limit}: must be a positive number of examples")
     overrides = list(args.overrides)
@@ -72,13 +73,12 @@ def load_all(args: argparse.Namespace) -> list:
         overrides.append(f"results_dir={json.dumps(str(args.results_dir))}")
     axes = Axes(model=split_list(args.model), task=split_list(args.task), method=split_list(args.method),
                 max_pe=parse_int_list(args.max_pe, "--max-pe"))
-    from harness.stages.tracking import tracking_options
-
     paths = expand_config_paths(args.cfg) if args.cfg else []
-    configs = load_experiments(paths, overrides, axes, suggested=not args.default_params)
-    for cfg in configs:
-        tracking_options(cfg.tracking, cfg.source)  # a bad [tracking] table fails now, not after the run
-    return configs
+    plans = load_experiments(paths, overrides, axes, suggested=not args.default_params,
+                             access="local" if args.dry_run else "peek")
+    for plan in plans:
+        tracking_options(plan.cfg.tracking, plan.cfg.source)  # a bad [tracking] table fails now, not after the run
+    return plans
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,25 +92,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def body() -> int:
-        from harness.core.results import ExperimentDir
-        from harness.core.runlog import run_log
-        from harness.stages.run import run_experiment
-        from harness.stages.run_checks import check_runtime
-
         shard = parse_shard(args.shard)
-        configs = load_all(args)
-        if len(configs) > 1:
-            log.info("%d experiments: %s", len(configs), ", ".join(c.exp_name for c in configs))
+        plans = load_all(args)
+        if len(plans) > 1:
+            log.info("%d experiments: %s", len(plans), ", ".join(p.cfg.exp_name for p in plans))
         status = 0
-        for cfg in configs:
+        for plan in plans:
+            cfg = plan.cfg
             if args.dry_run:
-                dry_run(cfg, shard)
+                print(dry_run(plan, shard))
                 continue
             check_runtime(cfg)  # device and a writable results_dir, before the run log is created there
             logfile = ExperimentDir(cfg.results_dir, cfg.exp_name).path / "logs" / (
                 "run.log" if shard[1] <= 1 else f"run.shard-{shard[0]}-of-{shard[1]}.log")
             with run_log(logfile):
-                summary = run_experiment(cfg, overwrite=args.overwrite, shard=shard,
+                summary = run_experiment(plan, overwrite=args.overwrite, shard=shard,
                                          preflight=not args.skip_preflight)
             log.info("%s: %d run, %d errors, %d already done, %.1fs%s -> %s (log %s)", cfg.exp_name, summary.done,
                      summary.errors, summary.skipped, summary.seconds,

@@ -16,6 +16,11 @@ from pathlib import Path
 
 from harness.cli._common import guarded, log
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.cluster.slurm import render, sweep_sbatch_command
+from harness.cluster.sweep import plan_sweep, submit, wait
+from harness.core.config import expand_config_paths
+from harness.core.results import ExperimentDir
+from harness.stages.evaluate import evaluate_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +67,6 @@ def _flags(args: argparse.Namespace) -> dict:
 
 
 def print_plan(sweep, executor: str, overrides: list[str]) -> None:
-    from harness.cluster.slurm import render, sweep_sbatch_command
-
     n_cfg = sum(len(cfgs) for _, _, cfgs in sweep.groups)
     print(f"# sweep {sweep.name}: {n_cfg} config(s), {len(sweep.tasks)} task(s), executor {executor}, "
           f"{len(sweep.groups)} job array(s); submitit folder {sweep.folder}")
@@ -84,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def body() -> int:
-        from harness.cluster.sweep import plan_sweep, submit, wait
-        from harness.core.config import expand_config_paths
-
         sweep = plan_sweep(expand_config_paths(args.cfg), args.overrides, _flags(args), args.name, args.sweep_dir)
         print_plan(sweep, args.executor, args.overrides)
         if args.dry_run:
@@ -111,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 log.info("%s: %s", task.label, result["status"])
                 status = status or int(result["returncode"] != 0)
-        from harness.core.results import ExperimentDir
-        from harness.stages.evaluate import evaluate_experiment
 
         for exp_dir in exps:
             path = Path(exp_dir)

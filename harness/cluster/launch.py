@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.cluster.progress import ShardProgress, shard_totals
+from harness.core.config import ExperimentConfig
 from harness.core.errors import HarnessError
+from harness.core.locking import experiment_lock
+from harness.core.results import ExperimentDir
+from harness.stages.evaluate import evaluate_experiment
+from harness.stages.resolve import load_plan
+from harness.stages.run import prepare_dir, prepare_parent, select_work
+from harness.stages.run_checks import check_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +112,7 @@ class LaunchResult:
         return [s for s in self.shards if s.rc not in (0, INTERRUPTED)]
 
 
-def shard_commands(cfg_path: str, cfg: Any, groups: list[str], overrides: list[str], log_dir: Path,
+def shard_commands(cfg_path: str, cfg: ExperimentConfig, groups: list[str], overrides: list[str], log_dir: Path,
                    python: str = sys.executable) -> list[Shard]:
     """The child processes for one config: command line, environment and log file of each shard."""
     n = len(groups)
@@ -217,18 +225,12 @@ def report(result: LaunchResult) -> None:
 def launch(cfg_path: str, groups: list[str], overrides: list[str] | None = None, overwrite: bool = False,
            evaluate: bool = True) -> LaunchResult:
     """Run one config as len(groups) shards in parallel, wait, report, then score what exists."""
-    from harness.core.config import load_config
-    from harness.core.locking import experiment_lock
-    from harness.core.results import ExperimentDir
-    from harness.stages.resolve import build_task
-    from harness.stages.run import prepare_dir, prepare_parent, select_work
-    from harness.stages.run_checks import check_results_dir
-
     overrides = list(overrides or [])
-    cfg = load_config(cfg_path, overrides)
+    plan = load_plan(cfg_path, overrides)
+    cfg = plan.cfg
     _check_model_parallel(groups)
     check_results_dir(cfg)
-    select_work(build_task(cfg), cfg, (0, 1))  # subsets and data, checked before anything is written
+    select_work(plan.build_task(), cfg, (0, 1))  # subsets and data, checked before anything is written
     exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
     # once, here: checks a resumed dir ran the same config (or wipes it), so the shards need no --overwrite;
     # under the experiment's lock, so a second launcher (or a running gali-run) is refused
@@ -238,17 +240,14 @@ def launch(cfg_path: str, groups: list[str], overrides: list[str] | None = None,
     result = LaunchResult(cfg.exp_name, exp.path)
     result.shards = shard_commands(cfg_path, cfg, groups, overrides, exp.path / "logs")
     log.info("%s: %d shard(s) on %s", cfg.exp_name, len(groups), " | ".join(groups))
-    from harness.cluster.progress import ShardProgress, shard_totals
 
-    progress = ShardProgress(exp, groups, shard_totals(cfg, len(groups)))
+    progress = ShardProgress(exp, groups, shard_totals(plan, len(groups)))
     try:
         run_shards(result.shards, on_poll=progress.update)
     finally:
         progress.close()
     report(result)
     if evaluate and exp.prediction_files():
-        from harness.stages.evaluate import evaluate_experiment
-
         try:
             result.scores = evaluate_experiment(exp)
         except HarnessError as exc:

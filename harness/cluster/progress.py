@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from tqdm import tqdm
 
 from harness.core.results import ExperimentDir, latest_records
+from harness.stages.resolve import RunPlan
+from harness.stages.run import work_summary
 
 log = logging.getLogger(__name__)
 
 
-def shard_totals(cfg: Any, n: int) -> list[int | None]:
+def shard_totals(plan: RunPlan, n: int) -> list[int | None]:
     """Examples owned by each of `n` shards (None when they cannot be listed here, e.g. data not present)."""
-    from harness.stages.run import plan
-
     totals: list[int | None] = []
     for i in range(n):
         try:
-            totals.append(sum(e["examples"] for e in plan(cfg, (i, n)).values()))
+            totals.append(sum(e["examples"] for e in work_summary(plan, (i, n)).values()))
         except Exception as exc:
             log.debug("cannot count the examples of shard %d/%d (%s)", i, n, exc)
             totals.append(None)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import params as P
+from harness.core.config import from_dict, parse_overrides, read_toml, set_dotted
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.results import ExperimentDir
 
 #: the sbatch template that runs one (config, shard) per array task
 SWEEP_SCRIPT = "scripts/slurm/sweep.sbatch"
@@ -59,11 +61,12 @@ def time_minutes(value: int | str, key: str = "slurm.time") -> int:
     m = _TIME_RE.match(value.strip())
     if not m:
         raise ConfigError(key, f"cannot read time {value!r}", "use minutes (240), 'HH:MM:SS' or 'D-HH:MM:SS'")
-    d, a, b, c = (int(x) if x else None for x in m.group("d", "a", "b", "c"))
+    d, b, c = (int(x) if x else None for x in m.group("d", "b", "c"))
+    a = int(m.group("a"))  # the one number every format has
     if d is not None:  # D-HH[:MM[:SS]]
         total = d * 1440 + a * 60 + (b or 0) + (1 if c else 0)
-    elif c is not None:  # HH:MM:SS
-        total = a * 60 + b + (1 if c else 0)  # type: ignore[operator]
+    elif c is not None and b is not None:  # HH:MM:SS
+        total = a * 60 + b + (1 if c else 0)
     elif b is not None:  # MM:SS
         total = a + (1 if b else 0)
     else:
@@ -153,13 +156,10 @@ def render(cmd: list[str]) -> str:
 
 def experiment_dir(cfg_path: str, overrides: list[str] | None = None) -> Path:
     """<results_dir>/<exp_name> of a config with overrides, without resolving the method or touching the model."""
-    from harness.core.config import from_dict, parse_overrides, read_toml, set_dotted
-
     data = read_toml(cfg_path)
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     cfg = from_dict(data, source=str(cfg_path), exp_name_default=Path(cfg_path).stem)
-    from harness.core.results import ExperimentDir
 
     return ExperimentDir(cfg.results_dir, cfg.exp_name).path
 

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.cluster.launch import INTERRUPTED
+from harness.cluster.launch import INTERRUPTED, log_tail
 from harness.cluster.slurm import SlurmOptions, slurm_options
 from harness.core.errors import HarnessError
+from harness.stages.resolve import load_plan
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,6 @@ class ShardJob:
         if rc in (0, 1, INTERRUPTED):
             result["status"] = {0: "done", 1: "done with example errors", INTERRUPTED: "stopped early"}[rc]
             return result
-        from harness.cluster.launch import log_tail
 
         raise RuntimeError(f"{task.label}: gali-run exited with status {rc}; log {log_path}:\n{log_tail(log_path)}")
 
@@ -138,14 +138,12 @@ class Sweep:
 def plan_sweep(cfg_paths: list[str], overrides: list[str], flags: dict[str, Any], name: str | None = None,
                sweep_root: str | None = None) -> Sweep:
     """Load and validate every config (before anything is submitted) and lay out the array tasks."""
-    from harness.core.config import load_config
-
     workdir = os.getcwd()
     groups: dict[tuple, tuple[SlurmOptions, list[SweepTask], list[str]]] = {}
     owners: dict[str, str] = {}
     results_dirs = set()
     for path in cfg_paths:
-        cfg = load_config(path, overrides)
+        cfg = load_plan(path, overrides).cfg
         opts = slurm_options(cfg.slurm, cfg.source, flags)
         exp_dir = str(Path(cfg.results_dir) / cfg.exp_name)
         if exp_dir in owners:
@@ -211,9 +209,9 @@ def submit(sweep: Sweep, kind: str = "slurm") -> list[Any]:
     return jobs
 
 
-def wait(jobs: list[Any], tasks: list[SweepTask]) -> list[tuple[SweepTask, dict[str, Any] | None, str | None]]:
-    """Block until every job ends; (task, result, error) per job."""
-    out = []
+def wait(jobs: list[Any], tasks: list[SweepTask]) -> list[tuple[SweepTask, Any, str | None]]:
+    """Block until every job ends; (task, result, error) per job: the job's result dict, or None and the error."""
+    out: list[tuple[SweepTask, Any, str | None]] = []
     for job, task in zip(jobs, tasks):
         try:
             out.append((task, job.result(), None))

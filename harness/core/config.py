@@ -8,6 +8,7 @@ are documented in README.md ("Config reference"). Method parameters (`[params]`)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import glob
 import logging
@@ -199,19 +200,52 @@ def _check_core(cfg: ExperimentConfig, source: str) -> None:
         raise bad("device_map", f"unsupported value '{cfg.device_map}'", "use device_map = \"auto\" or remove the key")
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load one TOML file, apply `--set` overrides, validate core keys, method params and task options."""
-    from harness.core.matrix import read_config_data
-    from harness.stages.resolve import resolve
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `over`; nested tables are merged key by key (a copy; inputs unchanged)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
-    data = read_config_data(path)  # the file with its `extends` base(s) merged in
+
+def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML config with its `extends` base(s) merged in (bases first, in list order; the file itself last)."""
+    p = Path(path)
+    if p.resolve() in _chain:
+        names = " -> ".join(str(x) for x in (*_chain, p.resolve()))
+        raise HarnessError(f"{path}: `extends` loops ({names}). Fix: remove one of the extends keys")
+    data = read_toml(p)
+    bases = data.pop("extends", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError("extends", "must be a file name or a list of file names", 'e.g. extends = "base.toml"',
+                          str(path))
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = p.parent / base
+        if not base_path.is_file():
+            raise ConfigError("extends", f"base config '{base}' not found (looked for {base_path})",
+                              "give a path relative to this file", str(path))
+        merged = deep_merge(merged, read_config_data(base_path, (*_chain, p.resolve())))
+    return deep_merge(merged, data)
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """One TOML file (with its `extends` bases) and `--set` overrides -> an ExperimentConfig with its core keys
+    checked. Method params and task options are checked when the config is resolved (harness.stages.resolve)."""
+    data = read_config_data(path)
     if "matrix" in data:
         raise ConfigError("matrix", "this file is a matrix of several experiments",
                           f"run it with gali-run --cfg {path} (one experiment per cell; see docs/matrix.md)", str(path))
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
-    cfg = from_dict(data, source=str(path), exp_name_default=Path(path).stem)
-    return resolve(cfg)
+    return from_dict(data, source=str(path), exp_name_default=Path(path).stem)
 
 
 def expand_config_paths(patterns: list[str]) -> list[str]:

@@ -198,7 +198,7 @@ def build(cls: type[D], data: dict[str, Any], prefix: str = "", ignore: set[str]
     `prefix` is prepended to key names in messages (e.g. "params."); keys in `ignore` are skipped silently.
     """
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if ignore and key in ignore:

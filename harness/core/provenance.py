@@ -161,42 +161,20 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
-def model_identity(cfg: Any, model_config: Any = None) -> dict[str, Any]:
-    """What exactly was loaded: hub commit hash (resolved revision) or, for local files, each weight file's sha256."""
-    from harness.model.loading import fetched_gguf, model_location
-
-    out: dict[str, Any] = {"name": cfg.model, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
-    commit = getattr(model_config, "_commit_hash", None) if model_config is not None else None
-    if commit:
-        out["commit_hash"] = commit
-    try:
-        gguf = fetched_gguf(cfg.model, fetch=False)
-        location: Path | None = gguf.parent if gguf is not None else Path(model_location(cfg.model))
-    except Exception:
-        location = None
-    if location is not None and location.is_dir():
-        out["location"] = str(location)
-        files = sorted(p for p in location.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-        if cfg.gguf_file:
-            files = [p for p in files if p.name == cfg.gguf_file] or files
-        out["weights_sha256"] = {p.name: file_sha256(p) for p in files}
-    return out
-
-
-def data_identity() -> list[dict[str, Any]]:
-    """Each data file the task read in this process: path, source, size, sha256."""
-    from harness.tasks.datasets import DATA_FILES
-
+def data_identity(files: dict[str, str]) -> list[dict[str, Any]]:
+    """Each data file read ({path: source}, e.g. harness.tasks.datasets.DATA_FILES): path, source, size, sha256."""
     out = []
-    for path, source in sorted(DATA_FILES.items()):
+    for path, source in sorted(files.items()):
         p = Path(path)
         if p.is_file():
             out.append({"path": path, "source": source, "bytes": p.stat().st_size, "sha256": file_sha256(p)})
     return out
 
 
-def run_details(cfg: Any, model_config: Any = None) -> dict[str, Any]:
-    """The audit-trail part of provenance.json: command line, git state, packages, machine, model and data."""
+def run_details(model_identity: dict[str, Any], data_files: dict[str, str]) -> dict[str, Any]:
+    """The audit-trail part of provenance.json: command line, git state, packages, machine, model and data.
+
+    `model_identity` comes from harness.model.loading.model_identity, `data_files` from the task layer."""
     return {
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "cwd": os.getcwd(),
@@ -204,6 +182,6 @@ def run_details(cfg: Any, model_config: Any = None) -> dict[str, Any]:
         "packages": package_versions([*lock_packages(), "torch"]),  # the lock leaves torch to setup.sh
         "cpu": cpu_name(),
         "gpus": gpu_names(),
-        "model_identity": model_identity(cfg, model_config),
-        "data_files": data_identity(),
+        "model_identity": model_identity,
+        "data_files": data_identity(data_files),
     }

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from harness.core.errors import ConfigError, suggest
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class Registry(Generic[T]):
@@ -22,12 +23,13 @@ class Registry(Generic[T]):
         self._aliases: dict[str, str] = {}
         self._loaded = False
 
-    def register(self, cls: type[T]) -> type[T]:
-        """Class decorator: register `cls` under `cls.name` and every name in `cls.aliases`."""
+    def register(self, cls: type[S]) -> type[S]:
+        """Class decorator: register `cls` under `cls.name` and every name in `cls.aliases` (returns `cls`, so the
+        decorated class keeps its own type)."""
         name = cls.name  # type: ignore[attr-defined]
         if name in self._items:
             raise ValueError(f"{self.kind} '{name}' registered twice")
-        self._items[name] = cls
+        self._items[name] = cast("type[T]", cls)
         for alias in getattr(cls, "aliases", ()):
             self._aliases[alias] = name
         return cls

@@ -206,9 +206,9 @@ class JsonlAppender:
     """
 
     #: the low-level writer used when none is given (a test replaces it to simulate a full disk)
-    default_write: Callable[[int, bytes], int] = staticmethod(os.write)
+    default_write: Callable[[int, memoryview], int] = staticmethod(os.write)
 
-    def __init__(self, path: Path, write: Callable[[int, bytes], int] | None = None):
+    def __init__(self, path: Path, write: Callable[[int, memoryview], int] | None = None):
         self.path = path
         self._write = write or type(self).default_write
         try:

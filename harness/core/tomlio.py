@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
+
+from harness.core.config import ExperimentConfig
+from harness.core.results import ExperimentDir
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -55,10 +59,8 @@ def dumps(data: dict[str, Any], header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config_toml(exp: Any, cfg: Any) -> Path | None:
+def write_config_toml(exp: ExperimentDir, cfg: ExperimentConfig) -> Path | None:
     """`<exp>/config.toml`: the resolved config, rerunnable with `gali-run --cfg` (written atomically)."""
-    import os
-
     data = {k: v for k, v in cfg.to_dict().items() if v is not None and v != {}}
     header = (f"Resolved config of experiment '{cfg.exp_name}' (from {cfg.source or 'a config'}).\n"
               f"Rerun: gali-run --cfg {exp.path / 'config.toml'}")

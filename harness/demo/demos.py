@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 import harness
-from harness.core.config import load_config
 from harness.core.errors import HarnessError
 from harness.core.results import ExperimentDir
-from harness.stages.collect import collect, comparison_table
+from harness.stages.collect import collect, comparison_table, to_markdown
 from harness.stages.evaluate import evaluate_experiment
+from harness.stages.resolve import load_plan
 from harness.stages.run import run_experiment
 
 log = logging.getLogger(__name__)
@@ -74,13 +74,14 @@ def run_demo(kind: str = "lab", results_dir: str = "results/demo", methods: list
              config_dir: Path | None = None) -> DemoResult:
     """Run (or resume) every demo config, score, collect; returns the comparison tables."""
     t0 = time.perf_counter()
-    configs = [load_config(p, [f"results_dir={results_dir}"]) for p in demo_configs(kind, config_dir)]
+    plans = [load_plan(p, [f"results_dir={results_dir}"]) for p in demo_configs(kind, config_dir)]
     if methods:
-        configs = [c for c in configs if c.method in methods]
+        plans = [p for p in plans if p.cfg.method in methods]
     exps = []
-    for cfg in configs:
+    for plan in plans:
+        cfg = plan.cfg
         log.info("demo: %s (%s on %s)", cfg.exp_name, cfg.method, cfg.task)
-        if run_experiment(cfg).interrupted:
+        if run_experiment(plan).interrupted:
             raise HarnessError("demo interrupted by a signal; rerun it to resume where it stopped")
         exp = ExperimentDir(results_dir, cfg.exp_name)
         evaluate_experiment(exp)
@@ -88,15 +89,13 @@ def run_demo(kind: str = "lab", results_dir: str = "results/demo", methods: list
     workbook = Path(results_dir) / "summary" / "summary.xlsx"
     collected = collect(exps, workbook)
     docs = [json.loads(e.scores_path.read_text()) for e in exps]
-    order = list(dict.fromkeys(c.method for c in configs))
+    order = list(dict.fromkeys(p.cfg.method for p in plans))
     return DemoResult(pivot(comparison_table(docs), order), collected.get("figures", []), workbook,
                       time.perf_counter() - t0)
 
 
 def tables_markdown(result: DemoResult, headings: bool = True) -> str:
     """The demo's tables as markdown, exactly as `gali-demo` prints them (and README shows them)."""
-    from harness.stages.collect import to_markdown
-
     parts = []
     for metric, table in result.tables.items():
         if headings:

@@ -106,6 +106,11 @@ class Method(Generic[P]):
         """Called before each example with its derived seed (for methods with randomness)."""
 
     @classmethod
+    def derived_params(cls, params: P, cfg: ExperimentConfig, window: int | None) -> dict[str, Any]:
+        """Values a run derives for parameters left unset, e.g. a factor of max_pe / M (shown by `--dry-run`)."""
+        return {}
+
+    @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
         """Sensible [params] for extending a model of window `window` to `target` tokens (benchmarks, demo, check)."""
         return {}

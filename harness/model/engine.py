@@ -11,14 +11,27 @@ import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
 from transformers import Cache
 
-from harness.methods.base import Method
-
 LOGIT_BLOCK = 1024  # positions per LM-head block in token_nll
+
+
+class MethodPolicy(Protocol):
+    """What the engine needs from a method (harness.methods.base.Method provides it): its KV cache, how to split
+    a prompt of `n_tokens` into forward calls, and a per-example seed hook."""
+
+    def make_cache(self, model_config: Any) -> Cache: ...
+
+    def prefill_chunks(self, n_tokens: int, stride: int | None = None) -> list[int]: ...
+
+    def start_example(self, seed: int) -> None: ...
+
+
+M = TypeVar("M", bound=MethodPolicy)
 
 
 def cache_argument(module: torch.nn.Module) -> str:
@@ -36,10 +49,16 @@ def _cache_argument(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
+def part(model: torch.nn.Module, name: str) -> Any:
+    """A named part of a transformers causal LM: `model` (the decoder stack), `lm_head`, `config`."""
+    return getattr(model, name)
+
+
 def forward_hidden(model: torch.nn.Module, ids: torch.Tensor, cache: Cache) -> torch.Tensor:
     """Last hidden states of the base model on `ids` [1, n], appending to (and attending over) `cache`."""
-    kwargs = {cache_argument(model.model): cache}
-    return model.model(input_ids=ids, use_cache=True, **kwargs).last_hidden_state
+    base = part(model, "model")  # the decoder stack under the LM head
+    kwargs = {cache_argument(base): cache}
+    return base(input_ids=ids, use_cache=True, **kwargs).last_hidden_state
 
 
 @dataclass
@@ -68,10 +87,13 @@ class Generation:
                 "prefill_s": round(self.prefill_s, 4), "decode_tok_s": round(tps, 2) if tps else None}
 
 
-class Engine:
-    """Runs a (method-modified) causal LM: greedy generation and token log-probabilities."""
+class Engine(Generic[M]):
+    """Runs a (method-modified) causal LM: greedy generation and token log-probabilities.
 
-    def __init__(self, model: torch.nn.Module, tokenizer, method: Method, device: str):
+    `method` is the method applied to `model` (typed by the caller: `Engine(model, tok, method)` is an
+    `Engine[Gali]` for a Gali method); the engine itself only asks it for prefill chunks."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, method: M, device: str):
         self.model = model
         self.tokenizer = tokenizer
         self.method = method
@@ -79,11 +101,11 @@ class Engine:
 
     @property
     def input_device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return part(self.model, "get_input_embeddings")().weight.device
 
     def new_cache(self) -> Cache:
         """An empty KV cache for this model, as the method wants it (`Method.make_cache`; default DynamicCache)."""
-        return self.method.make_cache(self.model.config)
+        return self.method.make_cache(part(self.model, "config"))
 
     def _hidden(self, ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         return forward_hidden(self.model, ids, cache)
@@ -100,7 +122,7 @@ class Engine:
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits, with the family's final soft-capping where it has one (Gemma 2: cap·tanh(x / cap))."""
-        logits = self.model.lm_head(hidden).float()
+        logits = part(self.model, "lm_head")(hidden).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 

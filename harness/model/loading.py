@@ -1,16 +1,22 @@
-"""Model-family facts and loading (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3) and the method × family check."""
+"""Model-family facts and loading (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3), the family check, model identity."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, ModelLoadError
-from harness.methods.base import ModelInfo
+from harness.core.provenance import WEIGHT_SUFFIXES, file_sha256
+from harness.model import gguf as demo_fetch
+from harness.model.info import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,6 @@ def fetched_gguf(name: str, fetch: bool = True) -> Path | None:
     """The local GGUF behind a fetched alias ("gali:smollm2"), downloading it once if `fetch`; None otherwise."""
     if name not in FETCHED_MODELS:
         return None
-    from harness.model import gguf as demo_fetch
-
     cached = demo_fetch.default_cache_dir() / demo_fetch.GGUF_NAME
     if not fetch:
         if not cached.is_file():
@@ -99,7 +103,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _source(cfg: Any, name: str | None = None, fetch: bool = True) -> tuple[str, dict[str, Any]]:
+def _source(cfg: ExperimentConfig, name: str | None = None, fetch: bool = True) -> tuple[str, dict[str, Any]]:
     """(location, from_pretrained kwargs) of the configured model or tokenizer `name`."""
     name = name or cfg.model
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
@@ -123,7 +127,7 @@ def looks_local(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def check_local_model(cfg: Any) -> None:
+def check_local_model(cfg: ExperimentConfig) -> None:
     """A `model` (or `tokenizer`) written as a local path must exist: ConfigError naming the key otherwise."""
     for key in ("model", "tokenizer"):
         name = getattr(cfg, key, None)
@@ -140,7 +144,7 @@ def check_local_model(cfg: Any) -> None:
                               cfg.source)
 
 
-def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
+def _load_error(cfg: ExperimentConfig, what: str, exc: Exception) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     local = Path(model_location(cfg.model)).exists()
     if local:
@@ -156,10 +160,9 @@ def _load_error(cfg: Any, what: str, exc: Exception) -> ModelLoadError:
                           f"Fix: {hint}")
 
 
-def load_model_config(cfg: Any, fetch: bool = True) -> Any:
-    """Load the model's `PretrainedConfig` (no weights) and apply `ori_max_position_embeddings`."""
-    from transformers import AutoConfig
-
+def load_model_config(cfg: ExperimentConfig, fetch: bool = True) -> PretrainedConfig:
+    """Load the model's `PretrainedConfig` (no weights), check its family is supported and apply
+    `ori_max_position_embeddings`. The method x family check is the resolve stage's (harness.stages.resolve)."""
     check_local_model(cfg)
     try:
         location, kw = _source(cfg, fetch=fetch)
@@ -170,22 +173,13 @@ def load_model_config(cfg: Any, fetch: bool = True) -> Any:
         raise ConfigError("model", f"model type '{mcfg.model_type}' is not supported (supported families: "
                           f"{', '.join(SUPPORTED_FAMILIES)})",
                           f"use a model of one of the families {', '.join(SUPPORTED_FAMILIES)}", cfg.source)
-    check_family(cfg.method, mcfg.model_type, cfg.source)
     if cfg.ori_max_position_embeddings:
         mcfg.get_text_config(decoder=True).max_position_embeddings = cfg.ori_max_position_embeddings
     return mcfg
 
 
-def method_families(method: str) -> tuple[str, ...]:
-    """The model families `method` declares (`families` on its class; position families when undeclared)."""
-    from harness.methods.base import METHODS
-
-    return tuple(getattr(METHODS.get(method, "method"), "families", POSITION_FAMILIES))
-
-
-def check_family(method: str, model_type: str, source: str | None = None) -> None:
-    """Refuse a method on a model family it does not declare, naming why."""
-    families = method_families(method)
+def check_family(method: str, families: Sequence[str], model_type: str, source: str | None = None) -> None:
+    """Refuse `method` (which declares `families`) on a model of another family, naming why."""
     if model_type in families:
         return
     why = FAMILY_NOTES.get(model_type, "its attention layout is not one the method was built for")
@@ -195,26 +189,7 @@ def check_family(method: str, model_type: str, source: str | None = None) -> Non
                       f"on this model; see docs/support.md", source)
 
 
-def peek_config(cfg: Any) -> Any | None:
-    """The model's config if it can be read without downloading weights or fetching (config-time checks)."""
-    from transformers import AutoConfig
-
-    try:
-        location, kw = _source(cfg, fetch=False)
-        return AutoConfig.from_pretrained(location, **kw)
-    except Exception:
-        return None
-
-
-def peek_window(cfg: Any) -> int | None:
-    """The pre-trained window M if it can be known without loading weights (for config-time validation)."""
-    if cfg.ori_max_position_embeddings:
-        return cfg.ori_max_position_embeddings
-    mcfg = peek_config(cfg)
-    return int(mcfg.get_text_config(decoder=True).max_position_embeddings) if mcfg is not None else None
-
-
-def model_info(model_config: Any) -> ModelInfo:
+def model_info(model_config: PretrainedConfig) -> ModelInfo:
     """Extract what methods need from a loaded model's config (its text decoder's, for multimodal Gemma 3)."""
     model_type = model_config.model_type
     model_config = model_config.get_text_config(decoder=True)
@@ -235,11 +210,12 @@ def model_info(model_config: Any) -> ModelInfo:
     )
 
 
-def load_tokenizer(cfg: Any) -> Any:
-    """Load the tokenizer (from `tokenizer` if set, else from `model`)."""
-    from transformers import AutoTokenizer
-
+def load_tokenizer(cfg: ExperimentConfig, model_config: PretrainedConfig | None = None) -> Any:
+    """Load the tokenizer (from `tokenizer` if set, else from `model`, then with the model's config when given, so
+    transformers does not read it again to pick the tokenizer class)."""
     location, kw = _source(cfg, cfg.tokenizer)
+    if model_config is not None and not cfg.tokenizer and "gguf_file" not in kw:
+        kw["config"] = model_config
     try:
         tok = AutoTokenizer.from_pretrained(location, **kw)
     except Exception as exc:
@@ -247,20 +223,19 @@ def load_tokenizer(cfg: Any) -> Any:
     return tok
 
 
-def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Module, ModelInfo, str]:
-    """Load all layers of the model with the configured dtype/device/attention; return (model, info, device)."""
-    from transformers import AutoModelForCausalLM
+def load_model(cfg: ExperimentConfig, model_config: PretrainedConfig | None = None, device: str | None = None,
+               dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, ModelInfo, str]:
+    """Load all layers of the model with the configured dtype/device/attention; return (model, info, device).
 
-    device = resolve_device(cfg.device, cfg.source)
-    dtype = resolve_dtype(cfg.dtype, device)
+    `model_config`, `device` and `dtype` are the ones already resolved for this run (harness.stages.resolve's
+    RunPlan); each is read or resolved from `cfg` here when None."""
+    device = device or resolve_device(cfg.device, cfg.source)
+    dtype = dtype or resolve_dtype(cfg.dtype, device)
     model_config = model_config or load_model_config(cfg)
     if cfg.attn_implementation == "flash_attention_2":
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("flash_attn") is None:
             raise ConfigError("attn_implementation", "flash_attention_2 needs the flash-attn package",
-                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"",
-                              cfg.source) from None
+                              "pip install 'gali-harness[flash]' on a CUDA machine, or use \"sdpa\"", cfg.source)
     location, kw = _source(cfg)
     attn = cfg.attn_implementation
     if attn == "sdpa" and model_config.model_type in EAGER_ONLY:
@@ -270,13 +245,34 @@ def load_model(cfg: Any, model_config: Any | None = None) -> tuple[torch.nn.Modu
     if cfg.device_map:
         kw["device_map"] = cfg.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, **kw)
+        loaded = AutoModelForCausalLM.from_pretrained(location, **kw)
     except Exception as exc:
         raise _load_error(cfg, "model", exc) from None
+    model = cast(torch.nn.Module, loaded)
     if not cfg.device_map:
         model.to(device)
     model.eval()
-    info = model_info(model.config)
+    info = model_info(loaded.config)
     log.info("loaded %s (%s, %d layers, window %d) on %s as %s", cfg.model, info.model_type, info.num_layers,
              info.original_window, device, dtype)
     return model, info, device
+
+
+def model_identity(cfg: ExperimentConfig, model_config: PretrainedConfig | None = None) -> dict[str, Any]:
+    """What exactly was loaded: hub commit hash (resolved revision) or, for local files, each weight file's sha256."""
+    out: dict[str, Any] = {"name": cfg.model, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
+    commit = getattr(model_config, "_commit_hash", None) if model_config is not None else None
+    if commit:
+        out["commit_hash"] = commit
+    try:
+        gguf = fetched_gguf(cfg.model, fetch=False)
+        location: Path | None = gguf.parent if gguf is not None else Path(model_location(cfg.model))
+    except Exception:
+        location = None
+    if location is not None and location.is_dir():
+        out["location"] = str(location)
+        files = sorted(p for p in location.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        if cfg.gguf_file:
+            files = [p for p in files if p.name == cfg.gguf_file] or files
+        out["weights_sha256"] = {p.name: file_sha256(p) for p in files}
+    return out

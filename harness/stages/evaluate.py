@@ -14,28 +14,31 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from harness.core.config import from_dict
+from harness.core.config import ExperimentConfig, from_dict
 from harness.core.errors import HarnessError
 from harness.core.results import SHARD_RE, ExperimentDir, iter_jsonl, latest_records, write_json
-from harness.stages.resolve import build_task, resolve
+from harness.core.seeding import in_shard
+from harness.stages.resolve import RunPlan, plan_config
+from harness.stages.run import select_examples
 from harness.stages.summary import speed_summary, write_results_json
+from harness.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
 
-def load_experiment_config(exp: ExperimentDir):
-    """The resolved config saved with the experiment."""
+def load_experiment_plan(exp: ExperimentDir) -> RunPlan:
+    """The plan of the resolved config saved with the experiment (the model is not read: scoring needs no model),
+    with `results_dir` where the experiment lives now (it may have been moved)."""
     try:
         cfg = from_dict(exp.read_config(), source=str(exp.config_path))
     except (OSError, ValueError) as exc:
         raise HarnessError(f"{exp.config_path}: unreadable ({exc}). Fix: rerun gali-run for this experiment") from None
-    return resolve(cfg, peek=False)
+    cfg.results_dir = str(exp.path.parent)
+    return plan_config(cfg)
 
 
-def _expected_ids(task: Any, cfg: Any, subset: str) -> list[str] | None:
+def _expected_ids(task: Task, cfg: ExperimentConfig, subset: str) -> list[str] | None:
     """Ids a full run of `subset` covers (None when the examples cannot be listed here, e.g. data not present)."""
-    from harness.stages.run import select_examples
-
     try:
         return [e.id for e in select_examples(task, subset, cfg, (0, 1))]
     except Exception as exc:
@@ -46,7 +49,7 @@ def _expected_ids(task: Any, cfg: Any, subset: str) -> list[str] | None:
 LENGTH_SUBSETS = (("beyond_original", "original_window"), ("beyond_target", "target_window"))
 
 
-def experiment_windows(exp: ExperimentDir, cfg: Any) -> dict[str, Any]:
+def experiment_windows(exp: ExperimentDir, cfg: ExperimentConfig) -> dict[str, Any]:
     """The pre-trained window M and the target window of an experiment, from its provenance and config.
 
     M is provenance.json's `original_window` (the model config's window after `ori_max_position_embeddings`; a shard's
@@ -67,7 +70,7 @@ def experiment_windows(exp: ExperimentDir, cfg: Any) -> dict[str, Any]:
     return {"original_window": window, "original_window_source": source, "target_window": cfg.max_pe}
 
 
-def score_length_subsets(task: Any, subset: str, records: list[dict[str, Any]],
+def score_length_subsets(task: Task, subset: str, records: list[dict[str, Any]],
                          windows: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Re-score the records with `prompt_len >= threshold` (same `task.score`) for each known window.
 
@@ -81,13 +84,13 @@ def score_length_subsets(task: Any, subset: str, records: list[dict[str, Any]],
         if not threshold:
             continue
         chosen = [r for r in records if isinstance(r.get("prompt_len"), (int, float)) and r["prompt_len"] >= threshold]
-        metrics = task.score(subset, chosen) if chosen else {"score": None}
+        metrics: dict[str, Any] = task.score(subset, chosen) if chosen else {"score": None}
         metrics.update(threshold=threshold, n_scored=len(chosen), n_of=len(records))
         out[key] = metrics
     return out
 
 
-def score_safely(task: Any, subset: str, records: list[dict[str, Any]]
+def score_safely(task: Task, subset: str, records: list[dict[str, Any]]
                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """`task.score` on the records, so that one record that cannot be scored does not stop gali-eval.
 
@@ -124,8 +127,6 @@ def shard_report(paths: list[Path], expected_ids: list[str] | None = None) -> di
     Returns None for an unsharded subset. `problems` lists human-readable findings (empty when all is well);
     `incomplete` is true when a shard file is missing or (with `expected_ids`) has not finished its examples.
     """
-    from harness.core.seeding import in_shard
-
     files: dict[tuple[int, int], set[str]] = {}  # (i, n) -> ids finished in that file
     seen: dict[str, int] = {}
     for path in paths:
@@ -170,9 +171,9 @@ def shard_report(paths: list[Path], expected_ids: list[str] | None = None) -> di
 
 def evaluate_experiment(exp: ExperimentDir) -> dict[str, Any]:
     """Score every subset with predictions; returns (and writes) the scores document."""
-    cfg = load_experiment_config(exp)
-    cfg.results_dir = str(exp.path.parent)  # where this experiment lives now (it may have been moved)
-    task = build_task(cfg)
+    plan = load_experiment_plan(exp)
+    cfg = plan.cfg
+    task = plan.build_task()
     files = exp.prediction_files()
     if not files:
         raise HarnessError(f"{exp.path}: no predictions yet. Fix: run `gali-run --cfg <config>` first")

@@ -9,8 +9,10 @@ SIGTERM / SIGUSR1 (sent by SLURM before a time limit) stop the run after the cur
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -29,10 +31,10 @@ from harness.core.results import ExperimentDir, JsonlAppender, io_error, latest_
 from harness.core.seeding import derive_seed, in_shard
 from harness.core.tomlio import write_config_toml
 from harness.model.engine import Engine
-from harness.model.loading import load_model, load_model_config, load_tokenizer, model_info
+from harness.model.loading import load_model, load_tokenizer, model_identity
 from harness.stages import samples
 from harness.stages.preflight import PreflightReport, apply_with_preflight
-from harness.stages.resolve import build_method, build_task, resolve
+from harness.stages.resolve import RunPlan, ensure_model_config
 from harness.stages.run_checks import check_plan_size, check_prompts, check_runtime
 from harness.tasks import datasets as data
 from harness.tasks.base import Example, Task
@@ -123,8 +125,6 @@ def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool, shar
             for path in exp.predictions_dir.glob(f"*.shard-{shard[0]}-of-{shard[1]}.jsonl"):
                 path.unlink(missing_ok=True)
         else:
-            import shutil
-
             shutil.rmtree(exp.predictions_dir, ignore_errors=True)
         exp.scores_path.unlink(missing_ok=True)
     elif exp.has_predictions():
@@ -149,8 +149,6 @@ def prepare_dir(exp: ExperimentDir, cfg: ExperimentConfig, overwrite: bool, shar
 
 
 def _read_data_sources(exp: ExperimentDir) -> dict[str, Any]:
-    import json
-
     try:
         doc = json.loads(exp.data_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -221,13 +219,14 @@ def select_work(task: Task, cfg: ExperimentConfig, shard: tuple[int, int]) -> tu
     return work, sources
 
 
-def plan(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), tokenizer: Any = None) -> dict[str, Any]:
+def work_summary(plan: RunPlan, shard: tuple[int, int] = (0, 1), tokenizer: Any = None) -> dict[str, Any]:
     """What a run would do (no weights loaded): per subset, example counts, input lengths, max new tokens.
 
     Checks what the run would check first (device, results directory, plan size, data), so a dry run fails the
     same way."""
+    cfg = plan.cfg
     check_runtime(cfg)
-    task = build_task(cfg, tokenizer)
+    task = plan.build_task(tokenizer)
     out: dict[str, Any] = {}
     work, _ = select_work(task, cfg, shard)
     for subset, examples in work.items():
@@ -252,27 +251,26 @@ def plan(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), tokenizer: Any 
     return out
 
 
-def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, shard: tuple[int, int] = (0, 1),
+def run_experiment(plan: RunPlan, overwrite: bool = False, shard: tuple[int, int] = (0, 1),
                    preflight: bool = True) -> RunSummary:
-    """Run (or resume) one experiment; returns counts. Raises HarnessError for user-fixable problems.
+    """Run (or resume) one resolved experiment; returns counts. Raises HarnessError for user-fixable problems.
 
     Everything that can be checked is checked before the experiment directory is touched; the run then holds
     the experiment's lock (see harness.core.locking) while it writes. With `preflight` (the default) the method is
     checked on the loaded model before the first example (harness.stages.preflight); a failure raises PreflightError
     before any prediction is written.
     """
+    plan = ensure_model_config(plan)  # the plan holds the model config read at resolution (loaded here if not)
+    cfg = plan.cfg
     exp = ExperimentDir(cfg.results_dir, cfg.exp_name)
-    model_config = load_model_config(cfg)
-    info = model_info(model_config)
-    resolve(cfg, window=info.original_window, peek=False)  # method checks that need the window M
-    check_runtime(cfg)
-    tokenizer = load_tokenizer(cfg)
-    task = build_task(cfg, tokenizer)
+    device = check_runtime(cfg)
+    tokenizer = load_tokenizer(cfg, plan.model_config)
+    task = plan.build_task(tokenizer)
     selected, sources = select_work(task, cfg, shard)
     prepare_parent(exp)
     with experiment_lock(exp.path, shard):
         prepare_dir(exp, cfg, overwrite, shard, sources)
-        return _run_locked(cfg, exp, task, tokenizer, model_config, selected, shard, preflight)
+        return _run_locked(plan, device, exp, task, tokenizer, selected, shard, preflight)
 
 
 def prepare_parent(exp: ExperimentDir) -> None:
@@ -283,9 +281,10 @@ def prepare_parent(exp: ExperimentDir) -> None:
         raise io_error(exc, "creating", exp.path) from None
 
 
-def _run_locked(cfg: ExperimentConfig, exp: ExperimentDir, task: Task, tokenizer: Any, model_config: Any,
+def _run_locked(plan: RunPlan, device: str, exp: ExperimentDir, task: Task, tokenizer: Any,
                 selected: dict[str, list[Example]], shard: tuple[int, int], preflight: bool = True) -> RunSummary:
     """The run proper: skip finished examples, load the model, append one record per example."""
+    cfg = plan.cfg
     work: dict[str, list[Example]] = {}
     summary = RunSummary(str(exp.path))
     for subset, examples in selected.items():
@@ -302,11 +301,11 @@ def _run_locked(cfg: ExperimentConfig, exp: ExperimentDir, task: Task, tokenizer
     if not work:
         log.info("%s: nothing to do (%d examples already finished)", cfg.exp_name, summary.skipped)
         return summary
-    model, info, device = load_model(cfg, model_config)
-    method = build_method(cfg)
+    model, info, device = load_model(cfg, plan.model_config, device, plan.dtype)
+    method = plan.build_method()
     prov = provenance.collect(device, cfg.seed)
     prov.update(original_window=info.original_window, model_type=info.model_type, shard=list(shard))
-    prov.update(provenance.run_details(cfg, model_config))
+    prov.update(provenance.run_details(model_identity(cfg, plan.model_config), data.DATA_FILES))
 
     def record_preflight(report: PreflightReport) -> None:
         prov["preflight"] = report.to_dict()

@@ -12,6 +12,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from harness.core.provenance import now
+from harness.core.results import ExperimentDir, write_json
+
 RESULTS_SCHEMA = "gali-harness/results"
 RESULTS_SCHEMA_VERSION = 1
 SPEED_KEYS = ("median_prefill_s", "median_decode_tok_s", "peak_mem_mb", "median_seconds", "total_seconds")
@@ -48,10 +51,8 @@ def _json(path: Path) -> Any:
         return None
 
 
-def results_document(exp: Any, scores: dict[str, Any]) -> dict[str, Any]:
+def results_document(exp: ExperimentDir, scores: dict[str, Any]) -> dict[str, Any]:
     """The `results.json` document of an experiment from its scores document and the files beside it."""
-    from harness.core.provenance import now
-
     provenance = _json(exp.provenance_path)
     shards = {p.name: _json(p) for p in sorted(exp.path.glob("provenance.shard-*.json"))}
     subsets = {s: {k: v for k, v in m.items() if k not in ("beyond_original", "beyond_target", "shards")}
@@ -77,10 +78,8 @@ def results_document(exp: Any, scores: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_results_json(exp: Any, scores: dict[str, Any]) -> Path:
+def write_results_json(exp: ExperimentDir, scores: dict[str, Any]) -> Path:
     """Write `<exp>/results.json` (atomically)."""
-    from harness.core.results import write_json
-
     path = exp.path / "results.json"
     write_json(path, results_document(exp, scores))
     return path

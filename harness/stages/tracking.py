@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core import params as P
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.results import ExperimentDir, write_json
+from harness.stages.plots import file_stem
+from harness.tasks.base import collect_task
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,6 @@ class TrackingOptions:
 
 def tracking_options(table: dict[str, Any] | None, source: str = "<config>") -> TrackingOptions | None:
     """Validated options of a `[tracking]` table (None when the table is empty or absent)."""
-    from harness.core import params as P
-
     if not table:
         return None
     try:
@@ -100,16 +102,20 @@ def flat_metrics(scores: dict[str, Any]) -> dict[str, float]:
     for key, value in (scores.get("speed") or {}).items():
         if num(value) is not None:
             out[f"speed/{key}"] = num(value)  # type: ignore[assignment]
-    if scores.get("task") == "pg19":
-        from harness.stages.plots import ppl_curve
-
-        for subset, metrics in (scores.get("subsets") or {}).items():
-            for length, ppl in ppl_curve(metrics.get("ppl") or {}):
-                out[f"ppl_at_{length}/{subset}"] = ppl
+    task = collect_task(str(scores.get("task", "")))
+    for subset, metrics in (scores.get("subsets") or {}).items():
+        row = None if metrics.get("by_length") else task.length_row(metrics)  # by_length is logged above
+        if row is None:
+            continue
+        name, values = row
+        for length, value in values.items():
+            number = num(value)
+            if number is not None:
+                out[f"{name}_at_{length}/{subset}"] = number
     return {k.replace(" ", "_"): v for k, v in out.items()}
 
 
-def _log_mlflow(opts: TrackingOptions, exp: Any, run_id: str | None, params: dict[str, Any],
+def _log_mlflow(opts: TrackingOptions, exp: ExperimentDir, run_id: str | None, params: dict[str, Any],
                 metrics: dict[str, float], figures: list[Path]) -> str:
     mlflow = _module("mlflow")
     if opts.uri is None:  # the local file store (MLflow >= 3.x asks for this opt-in; it needs no database)
@@ -124,7 +130,7 @@ def _log_mlflow(opts: TrackingOptions, exp: Any, run_id: str | None, params: dic
         return run.info.run_id
 
 
-def _log_wandb(opts: TrackingOptions, exp: Any, run_id: str | None, params: dict[str, Any],
+def _log_wandb(opts: TrackingOptions, exp: ExperimentDir, run_id: str | None, params: dict[str, Any],
                metrics: dict[str, float], figures: list[Path]) -> str:
     wandb = _module("wandb")
     run = wandb.init(project=opts.project, name=exp.name, id=run_id, resume="allow", mode=opts.mode,
@@ -136,7 +142,7 @@ def _log_wandb(opts: TrackingOptions, exp: Any, run_id: str | None, params: dict
     return run.id
 
 
-def track_experiment(exp: Any, scores: dict[str, Any], figures: list[Path]) -> str | None:
+def track_experiment(exp: ExperimentDir, scores: dict[str, Any], figures: list[Path]) -> str | None:
     """Log one experiment if its config has a `[tracking]` table; returns the run id (None: not tracked)."""
     config = exp.read_config()
     opts = tracking_options(config.get("tracking"), str(exp.config_path))
@@ -150,7 +156,6 @@ def track_experiment(exp: Any, scores: dict[str, Any], figures: list[Path]) -> s
     run_id = state.get("run_id") if state.get("backend") == opts.backend else None
     logger = _log_mlflow if opts.backend == "mlflow" else _log_wandb
     run_id = logger(opts, exp, run_id, flat_params(config), flat_metrics(scores), figures)
-    from harness.core.results import write_json
 
     write_json(state_path, {"backend": opts.backend, "project": opts.project, "run_id": run_id})
     log.info("%s: logged to %s (project %s, run %s)", exp.name, opts.backend, opts.project, run_id)
@@ -159,8 +164,6 @@ def track_experiment(exp: Any, scores: dict[str, Any], figures: list[Path]) -> s
 
 def figures_of(doc: dict[str, Any], figures: list[Path]) -> list[Path]:
     """The collected figures that show this experiment: its own needle heatmap, and its model's figures."""
-    from harness.stages.plots import file_stem
-
     exp_stem = file_stem(str(doc.get("exp_name")))
     model_stem = file_stem(str(doc.get("model")))
     task = str(doc.get("task"))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.config import load_config
 from harness.core.errors import ConfigError, HarnessError
+from harness.stages.resolve import load_plan
 
 REFERENCE_STYLE = """
 task = "needle"
@@ -56,7 +56,7 @@ def base(model: Path, **extra: str) -> str:
 
 
 def test_reference_style_toml_loads(tmp_path, tiny_model_dir):
-    cfg = load_config(write(tmp_path, REFERENCE_STYLE.format(model=tiny_model_dir)))
+    cfg = load_plan(write(tmp_path, REFERENCE_STYLE.format(model=tiny_model_dir))).cfg
     assert cfg.method == "yarn" and cfg.task == "needle"
     assert cfg.params["factor"] == 4.0  # top-level factor folded into the method's params
     assert cfg.max_pe == 16384 and cfg.stride == 2000 and cfg.times == 20
@@ -67,19 +67,19 @@ def test_reference_style_toml_loads(tmp_path, tiny_model_dir):
                                              ("repro_dynamic_ntk", "dynamic_ntk"), ("repro_yarn", "yarn")])
 def test_reference_method_aliases(tmp_path, tiny_model_dir, alias, canonical):
     text = base(tiny_model_dir).replace('"original"', f'"{alias}"') + "factor = 2\n"
-    assert load_config(write(tmp_path, text)).method == canonical
+    assert load_plan(write(tmp_path, text)).cfg.method == canonical
 
 
 def test_factor_in_params_and_default_from_max_pe(tmp_path, tiny_model_dir):
     text = base(tiny_model_dir).replace('"original"', '"ntk"') + "[params]\nfactor = 3\n"
-    assert load_config(write(tmp_path, text)).params["factor"] == 3.0
+    assert load_plan(write(tmp_path, text)).cfg.params["factor"] == 3.0
     text = base(tiny_model_dir, max_pe="256").replace('"original"', '"ntk"')
-    assert load_config(write(tmp_path, text)).params["factor"] is None  # resolved to max_pe / M at apply time
+    assert load_plan(write(tmp_path, text)).cfg.params["factor"] is None  # resolved to max_pe / M at apply time
 
 
 def test_overrides_and_exp_name_default(tmp_path, tiny_model_dir):
     text = base(tiny_model_dir).replace('exp_name = "x"\n', "")
-    cfg = load_config(write(tmp_path, text, "my-run.toml"), ["times=3", "task_options.depths=2", "seed=7"])
+    cfg = load_plan(write(tmp_path, text, "my-run.toml"), ["times=3", "task_options.depths=2", "seed=7"]).cfg
     assert cfg.exp_name == "my-run" and cfg.times == 3 and cfg.task_options["depths"] == 2 and cfg.seed == 7
 
 
@@ -114,7 +114,7 @@ def test_malformed_configs_name_the_key(tmp_path, tiny_model_dir, line, key, fra
         text = "\n".join(ln for ln in text.splitlines() if ln.split("=")[0].strip() != first) + "\n"
     path = write(tmp_path, text + line)
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        load_plan(path)
     message = str(err.value)
     assert f"'{key}'" in message and fragment in message and str(path) in message
     assert "Fix:" in message
@@ -123,20 +123,20 @@ def test_malformed_configs_name_the_key(tmp_path, tiny_model_dir, line, key, fra
 def test_missing_required_key(tmp_path, tiny_model_dir):
     path = write(tmp_path, base(tiny_model_dir).replace('method = "original"\n', ""))
     with pytest.raises(ConfigError, match="'method': missing required key"):
-        load_config(path)
+        load_plan(path)
 
 
 def test_missing_task_key(tmp_path, tiny_model_dir):
     path = write(tmp_path, base(tiny_model_dir).replace("times = 1\n", ""))
     with pytest.raises(ConfigError, match="'times'.*trials"):
-        load_config(path)
+        load_plan(path)
 
 
 def test_bad_toml_and_missing_file(tmp_path):
     with pytest.raises(HarnessError, match="invalid TOML"):
-        load_config(write(tmp_path, "task = \n"))
+        load_plan(write(tmp_path, "task = \n"))
     with pytest.raises(HarnessError, match="config file not found"):
-        load_config(tmp_path / "nope.toml")
+        load_plan(tmp_path / "nope.toml")
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path, tiny_model_dir):

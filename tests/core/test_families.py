@@ -17,8 +17,8 @@ from harness.core.errors import ConfigError
 from harness.methods.base import METHODS
 from harness.methods.common.frequency import FREQUENCY_FAMILIES, rotary_inv_freqs
 from harness.model.engine import Engine, cache_argument
-from harness.model.loading import POSITION_FAMILIES, SUPPORTED_FAMILIES, load_model, method_families, model_info
-from harness.stages.resolve import resolve
+from harness.model.loading import POSITION_FAMILIES, SUPPORTED_FAMILIES, load_model, model_info
+from harness.stages.resolve import method_families, resolve
 from tests.tiny import FAMILIES, model_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 from harness.core.config import from_dict
 from harness.methods.common.frequency import global_rope, rotary_dim, rotary_inv_freqs
 from harness.methods.common.hook import attention_modules, decoder, original_rotary
-from harness.model.loading import load_model_config, model_info, peek_window
+from harness.model.loading import load_model_config, model_info
+from harness.stages.resolve import plan_experiment
 from tests.tiny import model_config
 
 
@@ -43,6 +44,6 @@ def test_model_info_and_rope_helpers_read_the_text_config():
 def test_window_comes_from_the_text_config(tmp_path):
     model_config("gemma3", window=32).save_pretrained(tmp_path)
     base = {"task": "pg19", "model": str(tmp_path), "method": "original", "exp_name": "x"}
-    assert peek_window(from_dict(base, "t.toml")) == 32
+    assert plan_experiment(from_dict({**base, "max_pe": 64}, "t.toml")).window == 32
     mcfg = load_model_config(from_dict({**base, "ori_max_position_embeddings": 16}, "t.toml"))
     assert mcfg.text_config.max_position_embeddings == 16 and model_info(mcfg).original_window == 16

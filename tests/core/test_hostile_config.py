@@ -13,12 +13,12 @@ import torch
 
 from harness.cli import run as cli_run
 from harness.cli._common import parse_shard
-from harness.core.config import from_dict, load_config, read_toml
+from harness.core.config import from_dict, read_toml
 from harness.core.errors import ConfigError, DataError, HarnessError
 from harness.core.params import INT64_MAX, MAX_TOKENS
 from harness.model import loading as models
-from harness.stages.resolve import resolve
-from harness.stages.run import plan
+from harness.stages.resolve import load_plan, plan_config, resolve
+from harness.stages.run import work_summary
 
 LAB = "gali:lab"
 
@@ -99,7 +99,7 @@ def test_numbers_inside_their_domain_pass(tmp_path, extra):
 def test_plan_beyond_memory_is_refused_before_building_it(tmp_path, extra):
     cfg = resolve(from_dict(cfg_dict(tmp_path, **extra), source="big.toml"))
     with pytest.raises(ConfigError, match="times.*(examples|memory)"):
-        plan(cfg)
+        work_summary(plan_config(cfg))
     assert not (tmp_path / "results").exists()
 
 
@@ -207,7 +207,7 @@ def test_unusable_results_dir_is_refused_at_dry_run(tmp_path, kind):
     if kind == "exp-is-file":
         (tmp_path / "x").write_text("a file where the experiment dir goes")
     with pytest.raises(ConfigError, match="results_dir"):
-        plan(resolve(from_dict(cfg_dict(tmp_path, results_dir=results), source="r.toml")))
+        work_summary(plan_config(from_dict(cfg_dict(tmp_path, results_dir=results), source="r.toml")))
     assert blocker.read_text() == "not a directory"
 
 
@@ -218,7 +218,7 @@ def test_read_only_results_dir_is_refused(tmp_path):
     ro.chmod(0o500)
     try:
         with pytest.raises(ConfigError, match="not writable"):
-            plan(resolve(from_dict(cfg_dict(tmp_path, results_dir=str(ro / "r")))))
+            work_summary(plan_config(from_dict(cfg_dict(tmp_path, results_dir=str(ro / "r")))))
     finally:
         ro.chmod(0o700)
 
@@ -230,7 +230,7 @@ def test_unavailable_devices_are_the_same_clear_error(tmp_path, monkeypatch, dev
     monkeypatch.setattr(models, "_mps_available", lambda: False)
     cfg = resolve(from_dict(cfg_dict(tmp_path, device=device), source="d.toml"))
     with pytest.raises(ConfigError) as err:
-        plan(cfg)
+        work_summary(plan_config(cfg))
     assert f"'{device}' requested but this machine has no such device (available: cpu)" in str(err.value)
     assert not (tmp_path / "results").exists()
 
@@ -325,9 +325,9 @@ def test_int64_bound_is_the_generic_default():
         P.coerce(INT64_MAX + 1, int | None, "k")
 
 
-def test_load_config_reports_override_domain(tmp_path):
+def test_load_plan_reports_override_domain(tmp_path):
     path = tmp_path / "o.toml"
     path.write_text(f'task = "needle"\nmodel = "{LAB}"\nmethod = "ntk"\nmax_pe = 512\ntimes = 1\n'
                     '[task_options]\nlengths = [64]\n')
     with pytest.raises(ConfigError, match="'params.factor': must be a finite number"):
-        load_config(path, ["params.factor=nan"])
+        load_plan(path, ["params.factor=nan"])

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.config import load_config
 from harness.core.errors import ConfigError, DataError, HarnessError
 from harness.core.locking import experiment_lock
 from harness.core.results import ExperimentDir, JsonlAppender, repair_jsonl, scan_jsonl, write_json
+from harness.stages.resolve import load_plan
 from harness.stages.run import prepare_dir, run_experiment
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
@@ -38,7 +38,7 @@ def finished(tmp_path_factory, tiny_model_dir):
     """A finished 4-example needle experiment (copied by each test that damages it)."""
     root = tmp_path_factory.mktemp("finished")
     cfg = needle_toml(root, tiny_model_dir, root / "results")
-    run_experiment(load_config(cfg))
+    run_experiment(load_plan(cfg))
     return root, cfg
 
 
@@ -84,7 +84,7 @@ def test_rerun_after_corruption_redoes_only_the_damaged_examples(finished, tmp_p
     lines[1] = BAD_LINES[kinds[0]]  # a good row overwritten in the middle: that example must run again
     lines[2:2] = [BAD_LINES[k] for k in kinds[1:]]
     pred.write_text("\n".join(lines) + "\n")
-    summary = run_experiment(load_config(cfg))
+    summary = run_experiment(load_plan(cfg))
     assert summary.done == 1 and summary.skipped == 3
     after = rows(pred)
     assert sorted(r["id"] for r in after) == sorted(before)  # nothing lost, nothing twice
@@ -99,7 +99,7 @@ def test_rerun_quarantines_extra_bad_lines_even_with_nothing_to_do(finished, tmp
     cfg, pred, _ = copy_of(finished, tmp_path)
     good = pred.read_text()
     pred.write_text(good + BAD_LINES[kind] + "\n")
-    assert run_experiment(load_config(cfg)).done == 0
+    assert run_experiment(load_plan(cfg)).done == 0
     assert pred.read_text() == good and pred.with_name("needle.jsonl.bad").read_text() == BAD_LINES[kind] + "\n"
 
 
@@ -172,7 +172,7 @@ def test_run_refused_while_another_run_holds_the_experiment(finished, tmp_path):
     pred.write_text("".join(line + "\n" for line in pred.read_text().splitlines()[:2]))
     with experiment_lock(exp_dir):
         with pytest.raises(HarnessError, match="in use by another run"):
-            run_experiment(load_config(cfg))
+            run_experiment(load_plan(cfg))
     assert len(rows(pred)) == 2
 
 
@@ -191,10 +191,10 @@ def test_resume_with_other_data_is_refused_same_content_elsewhere_resumes(tmp_pa
     first.mkdir()
     for name in ("qasper", "trec"):
         shutil.copy(FIXTURES / "longbench" / f"{name}.jsonl", first)
-    run_experiment(load_config(longbench_toml(tmp_path, tiny_model_dir, first)))
+    run_experiment(load_plan(longbench_toml(tmp_path, tiny_model_dir, first)))
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
-    assert run_experiment(load_config(longbench_toml(tmp_path, tiny_model_dir, copy))).done == 0
+    assert run_experiment(load_plan(longbench_toml(tmp_path, tiny_model_dir, copy))).done == 0
     other = tmp_path / "data2"
     shutil.copytree(first, other)
     qasper = other / "qasper.jsonl"
@@ -207,7 +207,7 @@ def test_resume_with_other_data_is_refused_same_content_elsewhere_resumes(tmp_pa
         qasper.write_text("\n".join([*lines[:-1], json.dumps(row)]) + "\n")
     refusal = r"changed: data of 'qasper' \(was .*copy/qasper.jsonl, now .*data2/qasper.jsonl"
     with pytest.raises(HarnessError, match=refusal):
-        run_experiment(load_config(longbench_toml(tmp_path, tiny_model_dir, other)))
+        run_experiment(load_plan(longbench_toml(tmp_path, tiny_model_dir, other)))
 
 
 # ------------------------------------------------------------------------------------------------ 8. disk full
@@ -311,16 +311,16 @@ def test_full_disk_on_json_keeps_the_old_file(tmp_path, monkeypatch):
 def test_errors_found_before_anything_is_written(tmp_path, tiny_model_dir, line, error):
     cfg = needle_toml(tmp_path, tiny_model_dir, tmp_path / "results", extra=line)
     with pytest.raises(error):
-        run_experiment(load_config(cfg))
+        run_experiment(load_plan(cfg))
     assert not (tmp_path / "results").exists()
 
 
 def test_missing_data_is_found_before_anything_is_written(tmp_path, tiny_model_dir):
     with pytest.raises(DataError):
-        run_experiment(load_config(longbench_toml(tmp_path, tiny_model_dir, tmp_path / "empty")))
+        run_experiment(load_plan(longbench_toml(tmp_path, tiny_model_dir, tmp_path / "empty")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="qasper.jsonl not found"):
-        run_experiment(load_config(longbench_toml(tmp_path, tiny_model_dir, tmp_path / "empty")))
+        run_experiment(load_plan(longbench_toml(tmp_path, tiny_model_dir, tmp_path / "empty")))
     assert not (tmp_path / "results").exists()
 
 
@@ -330,7 +330,7 @@ def test_refusal_names_dotted_keys_and_the_real_path(tmp_path, tiny_model_dir, o
     results = tmp_path / "elsewhere" / "res"
     path = needle_toml(tmp_path, tiny_model_dir, results)
     common = ["method=ntk", "params.factor=2"]
-    base, changed = load_config(path, common), load_config(path, [*common, override])
+    base, changed = load_plan(path, common).cfg, load_plan(path, [*common, override]).cfg
     exp = ExperimentDir(results, "exp")
     prepare_dir(exp, base, overwrite=False)
     prepare_dir(exp, changed, overwrite=False)  # no predictions yet: the experiment takes the new config

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.config import load_config
 from harness.core.errors import HarnessError
 from harness.core.results import ExperimentDir, iter_jsonl
 from harness.core.seeding import derive_seed, in_shard
+from harness.stages.resolve import load_plan
 from harness.stages.run import run_experiment
 
 
@@ -62,7 +62,7 @@ def test_seed_derivation_is_order_free():
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
     ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
     ref_cfg = needle_toml(tmp_path, tiny_model_dir, ref_dir, depths=6, times=2, extra=30)
-    run_experiment(load_config(ref_cfg))
+    run_experiment(load_plan(ref_cfg))
     expected = predictions(ref_dir)
     assert len(expected) == 12
 
@@ -81,7 +81,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
     partial = predictions(killed_dir)
     assert 0 < len(partial) < 12, "the kill should land mid-run"
 
-    summary = run_experiment(load_config(cfg_path))
+    summary = run_experiment(load_plan(cfg_path))
     assert summary.skipped == len(partial)
     resumed = predictions(killed_dir)
     assert set(resumed) == set(expected)
@@ -90,12 +90,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
 
 def test_same_seed_same_results_and_order_independent(tmp_path, tiny_model_dir, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_experiment(load_config(needle_toml(tmp_path, tiny_model_dir, a)))
+    run_experiment(load_plan(needle_toml(tmp_path, tiny_model_dir, a)))
     from harness.tasks.needle import Needle
 
     original = Needle.examples
     monkeypatch.setattr(Needle, "examples", lambda self, subset: list(reversed(original(self, subset))))
-    run_experiment(load_config(needle_toml(tmp_path, tiny_model_dir, b)))
+    run_experiment(load_plan(needle_toml(tmp_path, tiny_model_dir, b)))
     pa, pb = predictions(a), predictions(b)
     assert list(pa) != list(pb)  # really processed in another order
     assert {k: comparable(v) for k, v in pa.items()} == {k: comparable(v) for k, v in pb.items()}
@@ -104,13 +104,13 @@ def test_same_seed_same_results_and_order_independent(tmp_path, tiny_model_dir, 
 def test_changed_config_is_refused_unless_overwrite(tmp_path, tiny_model_dir):
     results = tmp_path / "r"
     path = needle_toml(tmp_path, tiny_model_dir, results)
-    run_experiment(load_config(path))
+    run_experiment(load_plan(path))
     with pytest.raises(HarnessError, match="different config.*changed: seed.*--overwrite"):
-        run_experiment(load_config(path, ["seed=1"]))
-    summary = run_experiment(load_config(path, ["seed=1"]), overwrite=True)
+        run_experiment(load_plan(path, ["seed=1"]))
+    summary = run_experiment(load_plan(path, ["seed=1"]), overwrite=True)
     assert summary.done == 8 and summary.skipped == 0
     # runtime-only keys (max_examples, device) may change without refusal
-    assert run_experiment(load_config(path, ["seed=1", "max_examples=3"])).done == 0
+    assert run_experiment(load_plan(path, ["seed=1", "max_examples=3"])).done == 0
 
 
 def test_failing_example_becomes_error_record_and_is_retried(tmp_path, tiny_model_dir, monkeypatch):
@@ -126,12 +126,12 @@ def test_failing_example_becomes_error_record_and_is_retried(tmp_path, tiny_mode
         return original(self, example, engine)
 
     monkeypatch.setattr(Needle, "run", flaky)
-    summary = run_experiment(load_config(path))
+    summary = run_experiment(load_plan(path))
     assert summary.errors == 1 and summary.done == 8
     recs = predictions(results)
     assert "simulated OOM" in recs["L64-D50-T1"]["error"]
     monkeypatch.setattr(Needle, "run", original)
-    summary = run_experiment(load_config(path))
+    summary = run_experiment(load_plan(path))
     assert summary.done == 1 and summary.skipped == 7
     lines = list(iter_jsonl(ExperimentDir(results, "exp").predictions_path("needle")))
     assert [r["id"] for r in lines].count("L64-D50-T1") == 2  # error line kept, success appended

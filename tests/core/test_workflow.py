@@ -22,6 +22,7 @@ from harness.core.runlog import run_log
 from harness.methods.base import METHODS
 from harness.model.loading import BUNDLED_MODELS
 from harness.stages.samples import FULL_TEXT_MAX_TOKENS, HEAD_TAIL_TOKENS, ids_sha256, prompt_sample
+from harness.tasks.datasets import DATA_FILES
 
 MATRIX = ["--model", "gali:lab", "--task", "needle,pg19", "--method", "original,gali,selfextend", "--max-pe", "512",
           "--set", "needle:times=1", "--set", "needle:task_options.lengths=[256,512]", "--set",
@@ -112,7 +113,7 @@ def test_data_files_are_hashed_with_their_source():
     from tests.tasks.conftest import FIXTURES
 
     data.load_longbench("qasper", data_dir=str(FIXTURES / "longbench"))
-    entry = next(e for e in provenance.data_identity() if e["path"].endswith("qasper.jsonl"))
+    entry = next(e for e in provenance.data_identity(DATA_FILES) if e["path"].endswith("qasper.jsonl"))
     path = Path(entry["path"])
     assert entry["source"] == "data_dir" and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert provenance.lock_packages()  # the lock file's or the project's dependencies

@@ -246,9 +246,9 @@ def test_search_cli_writes_a_factors_file_a_config_uses(tiny_model_dir, tmp_path
 def test_committed_lab_config_and_factors_resolve():
     from pathlib import Path
 
-    from harness.core.config import load_config
+    from harness.stages.resolve import load_plan
 
     root = Path(__file__).resolve().parents[2]
-    cfg = load_config(root / "configs" / "longrope" / "lab-8x-longrope.toml")
+    cfg = load_plan(root / "configs" / "longrope" / "lab-8x-longrope.toml").cfg
     saved = read_factors_file(root / "configs" / "longrope" / "lab-longrope-factors.json")
     assert cfg.method == "longrope" and len(saved["long_factor"]) == 16 and saved["factor"] == 8.0

@@ -64,6 +64,15 @@ class ChunkLlama(Method[ChunkLlamaParams]):
         check_sizes(*dca_sizes(window, params.chunk_size, params.local_window)[:2], window)
 
     @classmethod
+    def derived_params(cls, params: ChunkLlamaParams, cfg: ExperimentConfig, window: int | None) -> dict[str, Any]:
+        """chunk_size and local_window left unset default to 3M/4 and M/16."""
+        if not window or None not in (params.chunk_size, params.local_window):
+            return {}
+        size, local, _ = dca_sizes(window, params.chunk_size, params.local_window)
+        derived = {"chunk_size": size, "local_window": local}
+        return {k: v for k, v in derived.items() if getattr(params, k) is None}
+
+    @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
         S, W, _ = dca_sizes(window)
         return {"chunk_size": S, "local_window": W}

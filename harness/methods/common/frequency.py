@@ -143,6 +143,13 @@ class FrequencyMethod(Method[FP]):
     families = FREQUENCY_FAMILIES
 
     @classmethod
+    def derived_params(cls, params: FP, cfg: ExperimentConfig, window: int | None) -> dict[str, Any]:
+        if params.factor is not None:
+            return {}
+        factor = resolve_factor(params, cfg, window)
+        return {} if factor is None else {"factor": factor}
+
+    @classmethod
     def validate(cls, params: FP, cfg: ExperimentConfig, window: int | None) -> None:
         if params.factor is None and not cfg.max_pe:
             raise ConfigError("params.factor", f"method '{cls.name}' needs a scaling factor",

@@ -20,49 +20,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import PretrainedConfig
+
 from harness.core import params as P
-from harness.core.config import ExperimentConfig, from_dict, parse_overrides, read_toml, set_dotted
+from harness.core.config import (
+    ExperimentConfig,
+    deep_merge,
+    from_dict,
+    parse_overrides,
+    read_config,
+    read_config_data,
+    set_dotted,
+)
 from harness.core.errors import ConfigError, HarnessError, suggest
+from harness.methods.base import METHODS
+from harness.stages.plots import file_stem
+from harness.stages.resolve import ModelAccess, RunPlan, model_window, plan_config, read_model_config
+from harness.tasks.base import TASKS
 
 log = logging.getLogger(__name__)
 
 AXES = ("model", "task", "max_pe", "method")
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`base` updated by `over`; nested tables are merged key by key (a copy; inputs unchanged)."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A TOML config with its `extends` base(s) merged in (bases first, in list order; the file itself last)."""
-    p = Path(path)
-    if p.resolve() in _chain:
-        names = " -> ".join(str(x) for x in (*_chain, p.resolve()))
-        raise HarnessError(f"{path}: `extends` loops ({names}). Fix: remove one of the extends keys")
-    data = read_toml(p)
-    bases = data.pop("extends", None)
-    if bases is None:
-        return data
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError("extends", "must be a file name or a list of file names", 'e.g. extends = "base.toml"',
-                          str(path))
-    merged: dict[str, Any] = {}
-    for base in bases:
-        base_path = p.parent / base
-        if not base_path.is_file():
-            raise ConfigError("extends", f"base config '{base}' not found (looked for {base_path})",
-                              "give a path relative to this file", str(path))
-        merged = deep_merge(merged, read_config_data(base_path, (*_chain, p.resolve())))
-    return deep_merge(merged, data)
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -92,7 +70,6 @@ def split_overrides(items: list[str] | None) -> tuple[list[str], dict[str, list[
 @dataclass
 class Axes:
     """Matrix axes from the command line (None: not given)."""
-
     model: list[str] | None = None
     task: list[str] | None = None
     max_pe: list[int] | None = None
@@ -104,8 +81,6 @@ class Axes:
 
 
 def _stem(model: str) -> str:
-    from harness.stages.plots import file_stem
-
     return file_stem(model.split(":", 1)[1] if model.startswith("gali:") else model)
 
 
@@ -115,9 +90,6 @@ def _length(n: int) -> str:
 
 def _canonical(name: str) -> str:
     """The canonical task or method name for a scope (unknown names stay as written)."""
-    from harness.methods.base import METHODS
-    from harness.tasks.base import TASKS
-
     for registry in (TASKS, METHODS):
         try:
             return registry.canonical(name)
@@ -155,12 +127,8 @@ def cell_name(base_name: str, values: dict[str, Any], varying: list[str]) -> str
     return "-".join(parts)
 
 
-def _suggest_params(cfg: ExperimentConfig) -> None:
+def _suggest_params(cfg: ExperimentConfig, window: int | None) -> None:
     """Fill the method's suggested parameters for this model's window and max_pe into keys the user left unset."""
-    from harness.methods.base import METHODS
-    from harness.model.loading import peek_window
-
-    window = peek_window(cfg)
     if not cfg.max_pe:
         return
     if not window:
@@ -175,22 +143,37 @@ def _suggest_params(cfg: ExperimentConfig) -> None:
         cfg.params[key] = value
 
 
-def expand(data: dict[str, Any], source: str, base_name: str, axes: Axes, suggested: bool = True,
-           global_overrides: list[str] | None = None) -> list[ExperimentConfig]:
-    """One resolved config per cell of the matrix given by `axes` and the data's `[matrix]` table."""
-    from harness.stages.resolve import resolve
+class ModelConfigs:
+    """Each model's config read once per command (a matrix has many cells per model)."""
+    def __init__(self, access: ModelAccess) -> None:
+        self.access: ModelAccess = access
+        self._seen: dict[tuple, PretrainedConfig | None] = {}
 
+    def get(self, cfg: ExperimentConfig) -> PretrainedConfig | None:
+        key = (cfg.model, cfg.revision, cfg.gguf_file, cfg.trust_remote_code, cfg.ori_max_position_embeddings)
+        if key not in self._seen:
+            self._seen[key] = read_model_config(cfg, self.access)
+        return self._seen[key]
+
+
+def expand(data: dict[str, Any], source: str, base_name: str, axes: Axes, suggested: bool = True,
+           global_overrides: list[str] | None = None, models: ModelConfigs | None = None) -> list[RunPlan]:
+    """One resolved plan per cell of the matrix given by `axes` and the data's `[matrix]` table."""
+    models = models or ModelConfigs("peek")
     data = copy.deepcopy(data)
     file_axes, scoped_tables = _matrix_table(data, source)
-    lists = {a: getattr(axes, a) if getattr(axes, a) is not None else file_axes.get(a) for a in AXES}
-    varying = [a for a in AXES if lists[a] is not None]
+    given = {a: getattr(axes, a) if getattr(axes, a) is not None else file_axes.get(a) for a in AXES}
+    varying = [a for a in AXES if given[a] is not None]
+    lists: dict[str, list[Any]] = {}
     for a in AXES:
-        if lists[a] is None:
+        values = given[a]
+        if values is None:
             if a in ("model", "task", "method") and a not in data:
                 raise HarnessError(f"{source}: the matrix needs a {a}. Fix: pass --{a} NAME (or set {a} in the "
                                    "config)")
-            lists[a] = [data.get(a)]
-    scopes = [(_canonical(s), "table", t) for s, t in scoped_tables.items()]
+            values = [data.get(a)]
+        lists[a] = values
+    scopes: list[tuple[str, str, Any]] = [(_canonical(s), "table", t) for s, t in scoped_tables.items()]
     scopes += [(_canonical(s), "items", items) for s, items in axes.scoped.items()]
     names_in_matrix = {_canonical(str(v)) for a in ("task", "method") for v in lists[a]}
     for scope, _, _ in scopes:
@@ -218,10 +201,11 @@ def expand(data: dict[str, Any], source: str, base_name: str, axes: Axes, sugges
         if cell.get("exp_name") == data.get("exp_name"):  # not set by a scoped override: name the cell
             cell["exp_name"] = cell_name(base_name, dict(zip(AXES, combo)), varying)
         cfg = from_dict(cell, source=f"{source} [{cell['exp_name']}]")
+        model_config = models.get(cfg)
         if suggested:
-            _suggest_params(cfg)
-        out.append(resolve(cfg))
-    names = [c.exp_name for c in out]
+            _suggest_params(cfg, model_window(cfg, model_config)[0])
+        out.append(plan_config(cfg, model_config))
+    names = [p.cfg.exp_name for p in out]
     if len(set(names)) != len(names):
         raise HarnessError(f"{source}: the matrix gives duplicate experiment names ({', '.join(names)}). "
                            "Fix: vary fewer axes or set exp_name per cell with a scoped override")
@@ -229,25 +213,26 @@ def expand(data: dict[str, Any], source: str, base_name: str, axes: Axes, sugges
 
 
 def load_experiments(paths: list[str], overrides: list[str] | None = None, axes: Axes | None = None,
-                     suggested: bool = True) -> list[ExperimentConfig]:
-    """Configs of `gali-run`: each file (with `extends`), expanded over `axes` and its `[matrix]` table; without
-    files, the axes alone (model, task and method are then required)."""
-    from harness.core.config import load_config
-
+                     suggested: bool = True, access: ModelAccess = "peek") -> list[RunPlan]:
+    """Resolved experiments of `gali-run`: each file (with `extends`), expanded over `axes` and its `[matrix]`
+    table; without files, the axes alone (model, task and method are then required). Each model's config is read
+    once (as far as `access` allows, see harness.stages.resolve)."""
+    models = ModelConfigs(access)
     axes = axes or Axes()
     plain, scoped = split_overrides(overrides)
     axes.scoped = {**scoped, **axes.scoped}
     if not paths:
         if not axes.given():
             raise HarnessError("nothing to run. Fix: pass --cfg FILE(s), or --model, --task and --method for a matrix")
-        return expand({}, "<command line>", "", axes, suggested, plain)
-    out: list[ExperimentConfig] = []
+        return expand({}, "<command line>", "", axes, suggested, plain, models)
+    out: list[RunPlan] = []
     for path in paths:
         data = read_config_data(path)
         if not axes.given() and "matrix" not in data and not axes.scoped:
-            out.append(load_config(path, plain))
+            cfg = read_config(path, plain)
+            out.append(plan_config(cfg, models.get(cfg)))
             continue
-        out += expand(data, str(path), str(data.get("exp_name") or Path(path).stem), axes, suggested, plain)
+        out += expand(data, str(path), str(data.get("exp_name") or Path(path).stem), axes, suggested, plain, models)
     return out
 
 
