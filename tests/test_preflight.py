@@ -15,6 +15,7 @@ from harness.core.config import from_dict
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.attention import attention
 from harness.methods.common.hook import RopeTables, install_kernel, installed_kernel, uninstall_kernel
+from harness.methods.invariants import invariant, not_applicable, passed
 from harness.model.engine import Engine
 from harness.model.loading import model_info
 from harness.stages.preflight import PreflightError, apply_with_preflight, probe_length
@@ -79,7 +80,7 @@ def miswired_methods():
         METHODS.register(cls)
     yield added
     for name in added:
-        METHODS._items.pop(name, None)
+        METHODS.unregister(name)
 
 
 def _load(path):
@@ -101,7 +102,8 @@ def test_every_method_passes_on_tiny_llama(tiny_model_dir, method):
     cfg = _cfg(tiny_model_dir, method)
     m = build_method(cfg)
     report = apply_with_preflight(model, tok, m, model_info(model.config), "cpu")
-    assert report is not None and report.passed, report.error_line()
+    assert report is not None
+    assert report.passed, report.error_line()
     names = [c.name for c in report.checks]
     assert names[0] == "chunked_prefill_equals_one_shot" and names[-1] == "cached_decode_equals_recomputation"
     if m.exact_length(model_info(model.config)):
@@ -119,6 +121,32 @@ def test_miswired_kernel_is_refused(tiny_model_dir, miswired_methods, kind):
     assert "\n" not in line and f"method '{kind}'" in line and "transformers" in line
     failed = "chunked_prefill_equals_one_shot" if kind == "test_cacheless" else "equals_original"
     assert failed in line and err.value.exit_code == 3
+
+
+class _DeclaresPreflight(Method):
+    """Declares a failing preflight invariant of its own and switches a generic preflight invariant off."""
+
+    name = "test_declares"
+    Params = _NoParams
+    equals_original_within_window = True
+    invariants = (
+        invariant("always_fails", preflight=True)(lambda ctx: passed("always_fails", False, "by construction", 1.0,
+                                                                     0.5)),
+        not_applicable("cached_decode_equals_recomputation", "switched off for this test"),
+        invariant("not_in_the_preflight")(lambda ctx: passed("not_in_the_preflight", False, "")),
+    )
+
+
+def test_preflight_runs_the_flagged_invariants_a_method_declares(tiny_model_dir):
+    model, tok = _load(tiny_model_dir)
+    reports = []
+    with pytest.raises(PreflightError) as err:
+        apply_with_preflight(model, tok, _DeclaresPreflight(None, _cfg(tiny_model_dir, "original")),
+                             model_info(model.config), "cpu", on_report=reports.append)
+    assert [c.name for c in reports[0].checks] == ["chunked_prefill_equals_one_shot", "equals_original",
+                                                   "always_fails"]  # the skip is left out, the unflagged not run
+    assert [c.name for c in reports[0].failures()] == ["always_fails"]
+    assert "always_fails (max|Δlogit| 1, tolerance 0.5; by construction)" in str(err.value)
 
 
 def test_uninstall_restores_the_model_exactly(tiny_model_dir):

@@ -34,6 +34,12 @@ class Registry(Generic[T]):
             self._aliases[alias] = name
         return cls
 
+    def unregister(self, name: str) -> type[T]:
+        """Remove the class registered under the canonical `name` and its aliases (the inverse of `register`)."""
+        cls = self._items.pop(name)
+        self._aliases = {alias: n for alias, n in self._aliases.items() if n != name}
+        return cls
+
     def _load_all(self) -> None:
         """Import every module of the package so their decorators run (no central list to edit)."""
         if self._loaded:

@@ -11,6 +11,7 @@ from transformers import Cache, DynamicCache
 
 from harness.core.config import ExperimentConfig
 from harness.core.registry import Registry
+from harness.methods.invariants import Invariant
 from harness.model.info import ModelInfo
 
 
@@ -49,6 +50,9 @@ class Method(Generic[P]):
     top_level_factor: ClassVar[bool] = False
     #: True when the method must reproduce `original` exactly for prompts within the pre-trained window
     equals_original_within_window: ClassVar[bool] = False
+    #: the method's own gali-check invariants (usually from its package's checks.py); one named like a generic
+    #: invariant replaces it for this method (docs/methods/adding.md)
+    invariants: ClassVar[tuple[Invariant, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,31 +1,23 @@
-"""`gali-check` logic: a method's invariants on the configured model, at small lengths.
+"""`gali-check` logic: the generic invariants and the runner of a method's invariants on the configured model.
 
-First the three preflight checks that `gali-run` also runs before every experiment (harness.stages.preflight: chunked
-prefill = one shot, equal to the original where the method must be, cached decode = recomputation), then:
+The invariant contract (`Invariant`, `CheckContext`, `CheckResult`, `equals_original_at`) lives in
+harness/methods/invariants.py; a method declares its own invariants in `Method.invariants` (docs/methods/adding.md).
+Here, the generic invariants every method gets, in table order:
 
-Generic invariants (every method): `finite` (no NaN/inf in logits and per-token NLL, in and beyond the window),
-`equals_original_within_window` (for methods with `equals_original_within_window`: NLL of every position, last
-logits and greedy tokens equal the unmodified model at L = M), `decode_within_window` / `decode_beyond_window`
-(logits of a cached decode step equal a fresh prefill of the same sequence; beyond the window the length is chosen
-so that both use the same forward schedule when the method chunks its prefill) and `memory_linear` (peak-memory
-growth of one prefill at 2·L is at most ~2.5× the growth at L: linear, not quadratic).
+Preflight invariants (`preflight=True`: also run before every `gali-run` by harness.stages.preflight), on a short
+probe inside the window (`probe_length`: at most 256 tokens, 4 chunks) of fixed random token ids:
+`chunked_prefill_equals_one_shot` (the probe fed in 4 chunks through the KV cache gives the logits of one forward,
+and the cache holds every token, or `Method.cache_capacity` tokens for a bounded cache), `equals_original` (for a
+method with an exact range, `Method.exact_length`: its logits there equal the original model's) and
+`cached_decode_equals_recomputation` (one cached decode step gives the logits of a fresh forward). gali-check shows
+them as `preflight:<name>` rows.
 
-Adding invariants for a method (no edit of this file needed):
-
-* a registry entry, in the method's module::
-
-      from harness.stages.check import CheckContext, CheckResult, invariant
-
-      @invariant("selfextend_groups", methods=("selfextend",))
-      def _groups(ctx: CheckContext) -> CheckResult: ...
-
-  A method-specific entry with the name of a generic invariant replaces it for that method;
-  `not_applicable(name, methods, reason)` turns a generic invariant into a documented skip.
-* or a hook on the method class: `def check_invariants(self, ctx) -> Iterable[CheckResult | (name, passed, detail)]`
-  (`passed` None means skipped); it runs after the registered invariants.
-
-`ctx.reference` holds the unmodified model's results, computed before `method.apply`; `ctx.prefill(n)`,
-`ctx.decode_after(n)`, `ctx.nll(n)` run the method (reseeded with `start_example` each time).
+Then `finite` (no NaN/inf in logits and per-token NLL, in and beyond the window), `equals_original_within_window`
+(for methods with `equals_original_within_window`: NLL of every position, last logits and greedy tokens equal the
+unmodified model at L = M), `decode_within_window` / `decode_beyond_window` (logits of a cached decode step equal a
+fresh prefill of the same sequence; beyond the window the length is chosen so that both use the same forward
+schedule when the method chunks its prefill) and `memory_linear` (peak-memory growth of one prefill at 2·L is at
+most ~2.5× the growth at L: linear, not quadratic). Then the method's own invariants, in declaration order.
 """
 
 from __future__ import annotations
@@ -33,129 +25,84 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from harness.core.config import ExperimentConfig
 from harness.core.memory import peak_mb, reset_peak
-from harness.methods.base import Method, ModelInfo
-from harness.model.engine import Engine
-from harness.stages.preflight import probe_length, reference_logits, run_preflight
+from harness.methods.base import Method
+from harness.methods.invariants import (
+    CheckContext,
+    CheckResult,
+    Invariant,
+    compare,
+    equals_original_at,
+    invariant,
+    max_diff,
+    passed,
+    skipped,
+)
+from harness.model.engine import Engine, forward_hidden
+from harness.model.info import ModelInfo
+from harness.model.loading import load_model, load_tokenizer
+from harness.stages.resolve import build_method
 
 log = logging.getLogger(__name__)
 
 GREEDY_TOKENS = 8
+PROBE_MAX = 256  # tokens: short enough to cost a fraction of one example, long enough for 4 real chunks
+PROBE_CHUNKS = 4
+PROBE_SEED = 1234
 
 
-@dataclass
-class CheckResult:
-    """One row of the table: status is "pass", "fail" or "skip"."""
+# ---- preflight invariants (on the probe: ctx.ids) ----
 
-    name: str
-    status: str
-    detail: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "fail"
-
-
-def passed(name: str, ok: bool, detail: str) -> CheckResult:
-    return CheckResult(name, "pass" if ok else "fail", detail)
-
-
-@dataclass
-class CheckContext:
-    """Everything an invariant needs. Lengths: `window` (M), `long_len` (> M)."""
-
-    cfg: Any
-    model: torch.nn.Module
-    info: ModelInfo
-    method: Method
-    engine: Engine
-    device: str
-    ids: list[int]
-    long_len: int
-    reference: dict[str, Any] = field(default_factory=dict)
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def window(self) -> int:
-        return self.info.original_window
-
-    @property
-    def in_len(self) -> int:
-        return min(self.window, self.long_len)
-
-    @property
-    def half(self) -> bool:
-        return next(self.model.parameters()).dtype in (torch.float16, torch.bfloat16)
-
-    def tolerance(self, scale: float = 1.0) -> float:
-        """Allowed |difference| between two computations of the same logits (dtype-dependent)."""
-        return (2e-2 if self.half else 1e-4) * max(1.0, scale)
-
-    def reseed(self) -> None:
-        self.method.start_example(int(getattr(self.cfg, "seed", 42)))
-
-    def prefill(self, n: int) -> torch.Tensor:
-        """Last-position logits of the method's prefill of the first n tokens."""
-        self.reseed()
-        return self.engine.prefill(self.ids[:n])[1]
-
-    @torch.inference_mode()
-    def decode_after(self, n: int) -> torch.Tensor:
-        """Prefill n − 1 tokens, then one cached decode step with token n − 1: its logits."""
-        self.reseed()
-        cache, _ = self.engine.prefill(self.ids[:n - 1])
-        return self.engine.step([self.ids[n - 1]], cache)[-1]
-
-    def nll(self, n: int) -> torch.Tensor:
-        """Per-token NLL of the first n tokens (memoised)."""
-        key = f"nll{n}"
-        if key not in self.cache:
-            self.reseed()
-            self.cache[key] = torch.from_numpy(self.engine.token_nll(self.ids[:n]))
-        return self.cache[key]
+@invariant("chunked_prefill_equals_one_shot", preflight=True)
+def chunked_prefill_equals_one_shot(ctx: CheckContext) -> CheckResult:
+    """The probe in PROBE_CHUNKS forwards through the KV cache = one forward; the cache then holds every token
+    (`Method.cache_capacity` tokens for a bounded cache)."""
+    n = len(ctx.ids)
+    one = ctx.one_shot(n)
+    cache = ctx.fresh_cache()
+    bounds = [round(i * n / PROBE_CHUNKS) for i in range(PROBE_CHUNKS + 1)]
+    chunked = torch.cat([ctx.engine.step(ctx.ids[a:b], cache) for a, b in zip(bounds, bounds[1:])])
+    held, cap = int(cache.get_seq_length()), ctx.method.cache_capacity(ctx.info)
+    want = n if cap is None else min(n, cap)  # a bounded cache (StreamingLLM) keeps at most its capacity
+    return compare(ctx, "chunked_prefill_equals_one_shot", chunked, one,
+                   f"the KV cache holds {held} of {n} tokens (expected {want})", extra_ok=held == want)
 
 
-Invariant = Callable[[CheckContext], CheckResult]
-_GENERIC: dict[str, Invariant] = {}
-_SPECIFIC: dict[str, dict[str, Invariant]] = {}
+@invariant("equals_original", preflight=True)
+def equals_original(ctx: CheckContext) -> CheckResult:
+    """Every position of one forward equals the original up to `Method.exact_length` tokens."""
+    exact = ctx.method.exact_length(ctx.info)
+    if exact is None or exact < 2 or ctx.original_len < 2:
+        return skipped("equals_original", "the method changes every length by design")
+    n = len(ctx.ids)
+    m = min(exact, n, ctx.original_len)
+    got = ctx.one_shot(n)[:m] if m == n else ctx.one_shot(m)
+    return compare(ctx, "equals_original", got, ctx.original_logits(m, every=True), f"first {m} tokens")
 
 
-def invariant(name: str, methods: Sequence[str] | None = None) -> Callable[[Invariant], Invariant]:
-    """Register an invariant: generic (methods None) or for the named canonical methods (adds or overrides)."""
-    def deco(fn: Invariant) -> Invariant:
-        if methods is None:
-            _GENERIC[name] = fn
-        else:
-            for m in methods:
-                _SPECIFIC.setdefault(m, {})[name] = fn
-        return fn
-    return deco
+@invariant("cached_decode_equals_recomputation", preflight=True)
+def cached_decode_equals_recomputation(ctx: CheckContext) -> CheckResult:
+    """One cached decode step after n − 1 tokens = the last row of one forward of n tokens."""
+    n = len(ctx.ids)
+    one = ctx.one_shot(n)
+    cache = ctx.fresh_cache()
+    ctx.engine.step(ctx.ids[: n - 1], cache)
+    step = ctx.engine.step(ctx.ids[n - 1:n], cache)[-1]
+    return compare(ctx, "cached_decode_equals_recomputation", step, one[-1])
 
 
-def not_applicable(name: str, methods: Sequence[str], reason: str) -> None:
-    """Mark a generic invariant as not applicable to `methods` (reported as a skip with `reason`)."""
-    invariant(name, methods)(lambda ctx: CheckResult(name, "skip", reason))
-
-
-def invariants_for(method: str) -> list[tuple[str, Invariant]]:
-    """Generic invariants (with the method's overrides) followed by the method's own ones, in registration order."""
-    own = _SPECIFIC.get(method, {})
-    items = [(n, own.get(n, fn)) for n, fn in _GENERIC.items()]
-    return items + [(n, fn) for n, fn in own.items() if n not in _GENERIC]
-
-
-def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
-
+# ---- gali-check invariants ----
 
 @invariant("finite")
-def _finite(ctx: CheckContext) -> CheckResult:
+def finite(ctx: CheckContext) -> CheckResult:
+    """No NaN/inf in logits and per-token NLL, at M and beyond."""
     bad = []
     for n in sorted({ctx.in_len, ctx.long_len}):
         if not bool(torch.isfinite(ctx.nll(n)).all()):
@@ -167,31 +114,31 @@ def _finite(ctx: CheckContext) -> CheckResult:
 
 
 @invariant("equals_original_within_window")
-def _equals_original(ctx: CheckContext) -> CheckResult:
+def equals_original_within_window(ctx: CheckContext) -> CheckResult:
+    """NLL of every position, last logits and greedy tokens equal the original at L = M."""
     name = "equals_original_within_window"
     if not type(ctx.method).equals_original_within_window:
-        return CheckResult(name, "skip", "the method changes in-window behaviour by design")
+        return skipped(name, "the method changes in-window behaviour by design")
     ref = ctx.reference
     n = ctx.in_len
-    d_nll = _maxdiff(ctx.nll(n), ref["nll"])
-    d_logit = _maxdiff(ctx.prefill(n), ref["logits"])
+    d_nll = max_diff(ctx.nll(n), ref["nll"])
+    logits = equals_original_at(ctx, n, name)
     ctx.reseed()
     tokens = ctx.engine.generate(ctx.ids[:n - GREEDY_TOKENS], GREEDY_TOKENS).token_ids
-    tol = ctx.tolerance(float(ref["logits"].abs().max()))
-    ok = d_nll <= ctx.tolerance() and d_logit <= tol and tokens == ref["greedy"]
+    ok = d_nll <= ctx.tolerance() and not logits.failed and tokens == ref["greedy"]
     same = "identical" if tokens == ref["greedy"] else f"differ ({tokens} vs {ref['greedy']})"
-    return passed(name, ok, f"L={n}: max|ΔNLL| {d_nll:.2e}, max|Δlogit| {d_logit:.2e} (tol {tol:.0e}), "
-                  f"greedy tokens {same}")
+    return passed(name, ok, f"L={n}: max|ΔNLL| {d_nll:.2e}, max|Δlogit| {logits.max_diff:.2e} "
+                  f"(tol {logits.tolerance:.0e}), greedy tokens {same}", logits.max_diff, logits.tolerance)
 
 
 def _decode_check(ctx: CheckContext, name: str, n: int) -> CheckResult:
     a, b = ctx.decode_after(n), ctx.prefill(n)
-    d = _maxdiff(a, b)
-    tol = ctx.tolerance(float(b.abs().max()))
-    return passed(name, d <= tol and bool(torch.isfinite(a).all()), f"L={n}: max|Δlogit| {d:.2e} (tol {tol:.0e})")
+    res = compare(ctx, name, a, b)
+    res.detail = f"L={n}: max|Δlogit| {res.max_diff:.2e} (tol {res.tolerance:.0e})"
+    return res
 
 
-def consistent_length(method: Method, lo: int, hi: int) -> int | None:
+def consistent_length(method: Any, lo: int, hi: int) -> int | None:
     """Largest n in [lo, hi] whose prefill schedule is that of n − 1 plus one token (decode == prefill there)."""
     for n in range(hi, lo - 1, -1):
         if method.prefill_chunks(n) == method.prefill_chunks(n - 1) + [1]:
@@ -200,12 +147,14 @@ def consistent_length(method: Method, lo: int, hi: int) -> int | None:
 
 
 @invariant("decode_within_window")
-def _decode_within(ctx: CheckContext) -> CheckResult:
+def decode_within_window(ctx: CheckContext) -> CheckResult:
+    """A cached decode step at L = M equals a fresh prefill of the same tokens."""
     return _decode_check(ctx, "decode_within_window", ctx.in_len)
 
 
 @invariant("decode_beyond_window")
-def _decode_beyond(ctx: CheckContext) -> CheckResult:
+def decode_beyond_window(ctx: CheckContext) -> CheckResult:
+    """A cached decode step beyond M equals a fresh prefill (at a length with the same forward schedule)."""
     n = consistent_length(ctx.method, ctx.window + 1, ctx.long_len) or ctx.long_len
     return _decode_check(ctx, "decode_beyond_window", n)
 
@@ -219,7 +168,8 @@ def _prefill_growth(ctx: CheckContext, n: int) -> float:
 
 
 @invariant("memory_linear")
-def _memory(ctx: CheckContext) -> CheckResult:
+def memory_linear(ctx: CheckContext) -> CheckResult:
+    """Peak-memory growth of one prefill at 2·L is at most ~2.5× the growth at L."""
     n1 = max(ctx.window + 1, ctx.long_len // 2)
     n2 = 2 * n1
     _prefill_growth(ctx, n1)  # warm-up: one-time allocations do not count
@@ -230,59 +180,79 @@ def _memory(ctx: CheckContext) -> CheckResult:
                   f"(bound 2.5x + {slack:.0f} MiB; quadratic would be ~4x)")
 
 
-# ---- method-specific registrations kept here for methods whose modules are not meant to import this one ----
-not_applicable("decode_beyond_window", ["dynamic_ntk"],
-               "inherent: cached keys keep the base they were rotated with, a fresh prefill rotates all keys with "
-               "the current base (transformers' dynamic NTK)")
+GENERIC: tuple[Invariant, ...] = (
+    chunked_prefill_equals_one_shot, equals_original, cached_decode_equals_recomputation,
+    finite, equals_original_within_window, decode_within_window, decode_beyond_window, memory_linear)
 
 
-@invariant("decode_beyond_window", methods=("gali",))
-def _gali_decode(ctx: CheckContext) -> CheckResult:
-    kernel = getattr(ctx.method, "kernel", None)
-    if kernel is None or not kernel.noise.active:
-        return _decode_beyond(ctx)
-    with kernel.without_noise():  # noise is random per forward: check the noise-free path
-        res = _decode_beyond(ctx)
-    return CheckResult(res.name, res.status, res.detail + " (noise off for this check)")
+# ---- the runner ----
+
+def invariants_for(method_cls: type[Method]) -> list[Invariant]:
+    """The generic invariants, each replaced in place by the method's invariant of the same name (which keeps the
+    generic one's `preflight` flag), followed by the method's other invariants in declaration order."""
+    own = {inv.name: inv for inv in method_cls.invariants}
+    items = [replace(own.pop(g.name), preflight=g.preflight) if g.name in own else g for g in GENERIC]
+    return items + list(own.values())
 
 
-@invariant("gali_positions", methods=("gali",))
-def _gali_positions(ctx: CheckContext) -> CheckResult:
-    from harness.methods.gali.positions import positions
-
-    m, w = ctx.window, ctx.method.params.local_window
-    bad = []
-    for t in sorted({m + 1, ctx.long_len, 4 * m + 3}):
-        p = positions(t, m, w)
-        gaps = p.diff()
-        tail = int((gaps.flip(0) == 1).cumprod(0).sum()) + 1
-        if not (len(p) == t and p[0] == 0 and p[-1] == m - 1 and bool((gaps > 0).all()) and tail >= w):
-            bad.append(str(t))
-    return passed("gali_positions", not bad, f"T={', '.join(bad)} violate" if bad else
-                  "length T, first 0, last M-1, increasing, unit tail >= local_window for T in "
-                  f"{sorted({m + 1, ctx.long_len, 4 * m + 3})}")
-
-
-@invariant("gali_prefix_equals_original", methods=("gali",))
-def _gali_prefix(ctx: CheckContext) -> CheckResult:
-    n = ctx.in_len
-    d = _maxdiff(ctx.nll(ctx.long_len)[: n - 1], ctx.reference["nll"])
-    return passed("gali_prefix_equals_original", d <= ctx.tolerance(),
-                  f"first {n} positions of L={ctx.long_len}: max|ΔNLL| {d:.2e} vs the original on {n} tokens")
-
-
-def _hook_results(ctx: CheckContext) -> list[CheckResult]:
-    hook = getattr(ctx.method, "check_invariants", None)
-    if not callable(hook):
-        return []
+def run_invariants(ctx: CheckContext, invariants: Iterable[Invariant], catch: bool = True) -> list[CheckResult]:
+    """Run `invariants` on ctx; each row carries its invariant's name. `catch`: a crash is a failed row."""
+    ctx.defaults = {g.name: g for g in GENERIC}
     out = []
-    for item in hook(ctx) or ():
-        if isinstance(item, CheckResult):
-            out.append(item)
-        else:
-            name, ok, detail = item
-            out.append(CheckResult(name, "skip" if ok is None else "pass" if ok else "fail", detail))
+    for inv in invariants:
+        t0 = time.perf_counter()
+        try:
+            res = inv(ctx)
+        except Exception as exc:
+            if not catch:
+                raise
+            log.debug("invariant %s crashed", inv.name, exc_info=True)
+            res = CheckResult(inv.name, "fail", f"{type(exc).__name__}: {exc}")
+        log.debug("%s: %.1fs", inv.name, time.perf_counter() - t0)
+        out.append(replace(res, name=inv.name))
     return out
+
+
+def probe_length(info: ModelInfo) -> int:
+    """Tokens the preflight uses: the window or PROBE_MAX, whichever is smaller (at least PROBE_CHUNKS + 1)."""
+    return max(PROBE_CHUNKS + 1, min(info.original_window, PROBE_MAX))
+
+
+def vocab_size(model: Any) -> int:
+    """The vocabulary size of a transformers model (from its text config: multimodal models nest it)."""
+    return int(model.config.get_text_config().vocab_size)
+
+
+def probe_ids(vocab: int, n: int, seed: int = PROBE_SEED) -> list[int]:
+    """Fixed pseudo-random token ids (no tokenizer needed)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(min(3, vocab - 1), vocab, (n,), generator=gen).tolist()
+
+
+@torch.inference_mode()
+def original_hidden(engine: Engine, ids: Sequence[int]) -> torch.Tensor:
+    """The model's last hidden states on `ids` (call before `method.apply`: the original's, for
+    `CheckContext.original_logits`); n × hidden_size, not n × vocabulary."""
+    t = torch.tensor([list(ids)], dtype=torch.long, device=engine.input_device)
+    return forward_hidden(engine.model, t, engine.new_cache())[0]
+
+
+def probe_reference(engine: Engine, info: ModelInfo, seed: int = PROBE_SEED) -> dict[str, Any]:
+    """The unmodified model's results on the probe (call before `method.apply`)."""
+    return {"hidden": original_hidden(engine, probe_ids(vocab_size(engine.model), probe_length(info),
+                                                        seed))}
+
+
+def run_probe(engine: Engine, info: ModelInfo, reference: dict[str, Any] | None, seed: int = PROBE_SEED,
+              catch: bool = False) -> tuple[int, list[CheckResult]]:
+    """The method's preflight invariants on the probe: (probe length, results); skips are dropped."""
+    n = probe_length(info)
+    ctx = CheckContext(engine.model, info, engine.method, engine, engine.device,
+                       probe_ids(vocab_size(engine.model), n, seed), n, seed, dict(reference or {}))
+    todo = [inv for inv in invariants_for(type(engine.method)) if inv.preflight]
+    with torch.inference_mode():
+        results = run_invariants(ctx, todo, catch=catch)
+    return n, [r for r in results if r.status != "skip"]
 
 
 def _token_ids(vocab: int, n: int, seed: int) -> list[int]:
@@ -290,44 +260,37 @@ def _token_ids(vocab: int, n: int, seed: int) -> list[int]:
     return torch.randint(3, max(4, vocab), (n,), generator=gen).tolist()
 
 
-def run_checks(cfg: Any, max_len: int | None = None) -> tuple[list[CheckResult], dict[str, Any]]:
+def run_checks(cfg: ExperimentConfig, max_len: int | None = None) -> tuple[list[CheckResult], dict[str, Any]]:
     """Load the model, compute the original's reference results, apply the method, run its invariants."""
-    from harness.model.loading import load_model, load_tokenizer
-    from harness.stages.resolve import build_method
-
     model, info, device = load_model(cfg)
     tokenizer = load_tokenizer(cfg)
     m = info.original_window
     long_len = cfg.max_pe if cfg.max_pe and cfg.max_pe > m else 2 * m
     if max_len:
         long_len = max(m + 2, min(long_len, max_len))
-    ids = _token_ids(int(model.config.get_text_config().vocab_size), 2 * max(m + 1, long_len // 2) + 1, int(cfg.seed))
+    seed = int(cfg.seed)
+    ids = _token_ids(vocab_size(model), 2 * max(m + 1, long_len // 2) + 1, seed)
     n_in = min(m, long_len)
     base = Engine(model, tokenizer, Method(None, cfg), device)
-    reference = {"nll": torch.from_numpy(base.token_nll(ids[:n_in])), "logits": base.prefill(ids[:n_in])[1],
+    reference = {"nll": torch.from_numpy(base.token_nll(ids[:n_in])), "hidden": original_hidden(base, ids[:n_in]),
                  "greedy": base.generate(ids[:n_in - GREEDY_TOKENS], GREEDY_TOKENS).token_ids}
     method = build_method(cfg)
-    pre_ref = reference_logits(base, probe_length(info))
+    pre_ref = probe_reference(base, info)
     method.apply(model, info)
-    ctx = CheckContext(cfg, model, info, method, Engine(model, tokenizer, method, device), device, ids, long_len,
-                       reference)
-    results = [CheckResult(f"preflight:{c.name}", "pass" if c.passed else "fail",
-                           f"L={report.length}: max|Δlogit| {c.max_diff:.2e} (tol {c.tolerance:.0e})"
-                           + (f"; {c.detail}" if c.detail else ""))
-               for report in [run_preflight(ctx.engine, info, pre_ref)] for c in report.checks]
-    for name, fn in invariants_for(cfg.method):
-        t0 = time.perf_counter()
-        try:
-            res = fn(ctx)
-        except Exception as exc:
-            log.debug("invariant %s crashed", name, exc_info=True)
-            res = CheckResult(name, "fail", f"{type(exc).__name__}: {exc}")
-        log.debug("%s: %.1fs", name, time.perf_counter() - t0)
-        results.append(res)
-    results.extend(_hook_results(ctx))
+    engine = Engine(model, tokenizer, method, device)
+    n, probe = run_probe(engine, info, pre_ref, catch=True)
+    results = [replace(r, name=f"preflight:{r.name}", detail=_probe_detail(n, r)) for r in probe]
+    ctx = CheckContext(model, info, method, engine, device, ids, long_len, seed, reference)
+    results += run_invariants(ctx, [inv for inv in invariants_for(type(method)) if not inv.preflight])
     meta = {"model": cfg.model, "method": cfg.method, "window": m, "long_len": long_len, "device": device,
             "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
     return results, meta
+
+
+def _probe_detail(n: int, r: CheckResult) -> str:
+    if r.max_diff is None or r.tolerance is None:  # a crash (or a check without a measured difference)
+        return f"L={n}: {r.detail}"
+    return f"L={n}: max|Δlogit| {r.max_diff:.2e} (tol {r.tolerance:.0e})" + (f"; {r.detail}" if r.detail else "")
 
 
 def format_table(results: Iterable[CheckResult]) -> str:
@@ -344,5 +307,6 @@ def summary_line(results: Sequence[CheckResult]) -> str:
     return f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
 
 
-__all__ = ["CheckContext", "CheckResult", "consistent_length", "format_table", "invariant", "invariants_for",
-           "not_applicable", "run_checks", "summary_line"]
+__all__ = ["GENERIC", "PROBE_SEED", "CheckContext", "CheckResult", "consistent_length", "format_table",
+           "invariants_for", "original_hidden", "probe_length", "probe_reference", "run_checks", "run_invariants",
+           "run_probe", "summary_line"]

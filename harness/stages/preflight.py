@@ -1,7 +1,8 @@
 """Preflight: before the first example, prove on the loaded model that the configured method is wired right.
 
-Three checks at a short length inside the pre-trained window (`probe_length`: at most 256 tokens, 4 chunks), on
-fixed random token ids:
+It runs the invariants flagged `preflight=True` (harness/stages/check.py: the generic ones, with a method's
+replacements, and any of the method's own flagged ones) at a short length inside the pre-trained window
+(`probe_length`: at most 256 tokens, 4 chunks), on fixed random token ids:
 
 * `chunked_prefill_equals_one_shot` — the prompt fed in 4 chunks through the KV cache gives the logits of one
   forward, and the cache then holds every token, or `Method.cache_capacity` tokens for a bounded cache (the cache
@@ -20,7 +21,7 @@ is written, with one line naming the method, the check, the measured difference 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,12 +29,10 @@ import torch
 import transformers
 
 from harness.core.errors import HarnessError
-from harness.methods.base import Method, ModelInfo
+from harness.methods.base import Method
 from harness.model.engine import Engine
-
-PROBE_MAX = 256  # tokens: short enough to cost a fraction of one example, long enough for 4 real chunks
-PROBE_CHUNKS = 4
-PROBE_SEED = 1234
+from harness.model.info import ModelInfo
+from harness.stages.check import PROBE_SEED, probe_length, probe_reference, run_probe
 
 
 class PreflightError(HarnessError):
@@ -83,83 +82,16 @@ class PreflightReport:
                 "(scripts/setup.sh), or report the failure; --skip-preflight runs anyway")
 
 
-def probe_length(info: ModelInfo) -> int:
-    """Tokens the preflight uses: the window or PROBE_MAX, whichever is smaller (at least PROBE_CHUNKS + 1)."""
-    return max(PROBE_CHUNKS + 1, min(info.original_window, PROBE_MAX))
-
-
-def probe_ids(vocab_size: int, n: int, seed: int = PROBE_SEED) -> list[int]:
-    """Fixed pseudo-random token ids (no tokenizer needed)."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(min(3, vocab_size - 1), vocab_size, (n,), generator=gen).tolist()
-
-
-def tolerance(model: torch.nn.Module, scale: float) -> float:
-    """Allowed |Δlogit| between two computations of the same logits (dtype-dependent, relative to the logit scale)."""
-    half = next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
-    return (2e-2 if half else 1e-4) * max(1.0, scale)
-
-
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
-
-
-class _Probe:
-    """Runs the method on the probe ids; every sequence starts with `start_example`."""
-
-    def __init__(self, engine: Engine, ids: Sequence[int], seed: int):
-        self.engine, self.ids, self.seed = engine, list(ids), seed
-
-    def fresh(self) -> Any:
-        self.engine.method.start_example(self.seed)
-        return self.engine.new_cache()
-
-    def one_shot(self, n: int) -> torch.Tensor:
-        return self.engine.step(self.ids[:n], self.fresh())
-
-
-def _check(name: str, got: torch.Tensor, want: torch.Tensor, model: torch.nn.Module,
-           detail: str = "", extra_ok: bool = True) -> PreflightCheck:
-    d = _max_diff(got, want)
-    tol = tolerance(model, float(want.float().abs().max()))
-    finite = bool(torch.isfinite(got).all())
-    ok = finite and extra_ok and d <= tol
-    return PreflightCheck(name, ok, d if finite else float("inf"), tol, detail)
-
-
-def reference_logits(engine: Engine, n: int, seed: int = PROBE_SEED) -> torch.Tensor:
-    """Logits of every position of the unmodified model on the probe ids (call before `method.apply`)."""
-    ids = probe_ids(int(engine.model.config.get_text_config().vocab_size), n, seed)
-    return engine.step(ids, engine.new_cache())
-
-
-def run_preflight(engine: Engine, info: ModelInfo, reference: torch.Tensor | None, seed: int = PROBE_SEED
+def run_preflight(engine: Engine, info: ModelInfo, reference: dict[str, Any] | None, seed: int = PROBE_SEED
                   ) -> PreflightReport:
-    """The three checks on the method-modified model (see the module docstring)."""
+    """The preflight invariants on the method-modified model (see the module docstring). `reference`: the
+    original's results on the probe (`probe_reference`), None when the method never equals the original."""
     t0 = time.perf_counter()
-    model, method = engine.model, engine.method
-    n = probe_length(info)
-    probe = _Probe(engine, probe_ids(int(model.config.get_text_config().vocab_size), n, seed), seed)
-    report = PreflightReport(method.name or "original", n, transformers.__version__)
-    with torch.inference_mode():
-        one = probe.one_shot(n)
-        cache = probe.fresh()
-        bounds = [round(i * n / PROBE_CHUNKS) for i in range(PROBE_CHUNKS + 1)]
-        chunked = torch.cat([engine.step(probe.ids[a:b], cache) for a, b in zip(bounds, bounds[1:])])
-        held, cap = int(cache.get_seq_length()), method.cache_capacity(info)
-        want = n if cap is None else min(n, cap)  # a bounded cache (StreamingLLM) keeps at most its capacity
-        report.checks.append(_check("chunked_prefill_equals_one_shot", chunked, one, model,
-                                    f"the KV cache holds {held} of {n} tokens (expected {want})",
-                                    extra_ok=held == want))
-        exact = method.exact_length(info)
-        if exact is not None and exact >= 2 and reference is not None:
-            m = min(exact, n, reference.shape[0])
-            got = one[:m] if m == n else probe.one_shot(m)
-            report.checks.append(_check("equals_original", got, reference[:m], model, f"first {m} tokens"))
-        cache = probe.fresh()
-        engine.step(probe.ids[: n - 1], cache)
-        step = engine.step(probe.ids[n - 1:n], cache)[-1]
-        report.checks.append(_check("cached_decode_equals_recomputation", step, one[-1], model))
+    n, results = run_probe(engine, info, reference, seed)
+    report = PreflightReport(engine.method.name or "original", n, transformers.__version__)
+    for r in results:
+        diff = r.max_diff if r.max_diff is not None else 0.0 if not r.failed else float("inf")
+        report.checks.append(PreflightCheck(r.name, not r.failed, diff, r.tolerance or 0.0, r.detail))
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 
@@ -169,16 +101,15 @@ def apply_with_preflight(model: torch.nn.Module, tokenizer: Any, method: Method,
                          ) -> PreflightReport | None:
     """Apply the method to the loaded model and, if `enabled`, run the preflight (raises PreflightError on failure).
 
-    The original model's reference logits are computed first, only when the method must equal it somewhere.
+    The original model's reference results are computed first, only when the method must equal it somewhere.
     `on_report` sees the report before a failure is raised (e.g. to record it in provenance).
     """
     if not enabled:
         method.apply(model, info)
         return None
     reference = None
-    n = probe_length(info)
     if type(method).equals_original_within_window or _may_equal_original(method):
-        reference = reference_logits(Engine(model, tokenizer, Method(None, method.cfg), device), n)
+        reference = probe_reference(Engine(model, tokenizer, Method(None, method.cfg), device), info)
     method.apply(model, info)
     report = run_preflight(Engine(model, tokenizer, method, device), info, reference)
     if on_report is not None:
@@ -191,3 +122,7 @@ def apply_with_preflight(model: torch.nn.Module, tokenizer: Any, method: Method,
 def _may_equal_original(method: Method) -> bool:
     """True when the method's class overrides `exact_length` (its exact range is only known after `apply`)."""
     return type(method).exact_length is not Method.exact_length
+
+
+__all__ = ["PreflightCheck", "PreflightError", "PreflightReport", "apply_with_preflight", "probe_length",
+           "run_preflight"]

@@ -12,15 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "harness"
 LAYERS = ("core", "model", "methods", "tasks", "stages", "cluster", "demo", "cli")
 
-#: Edges that break the rule today in files another branch is rewriting (issue #20). Each entry must still exist,
-#: so a fixed one is removed from this list and cannot come back.
-PENDING: set[tuple[str, str]] = {
-    ("harness.methods.chunkllama.checks", "harness.stages.check"),  # invariants move into the method contract
-    ("harness.methods.infllm.checks", "harness.stages.check"),
-    ("harness.methods.selfextend.checks", "harness.stages.check"),
-}
-#: Function-level imports that close a cycle today, in files another branch owns (same rule as PENDING).
-PENDING_CYCLES: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:
@@ -73,11 +64,8 @@ def test_every_module_is_in_a_layer():
 def test_imports_point_only_left():
     edges = graph()
     bad = {(a, b) for a, targets in edges.items() for b in targets if layer(b) > layer(a)}
-    new = sorted(bad - PENDING)
-    assert not new, "imports against the layer order (core <- model <- methods <- tasks <- stages <- cluster <- " \
-                    "demo <- cli):\n" + "\n".join(f"  {a} -> {b}" for a, b in new)
-    stale = sorted(PENDING - bad)
-    assert not stale, f"fixed, remove from PENDING: {stale}"
+    assert not bad, "imports against the layer order (core <- model <- methods <- tasks <- stages <- cluster <- " \
+                    "demo <- cli):\n" + "\n".join(f"  {a} -> {b}" for a, b in sorted(bad))
 
 
 def strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -115,23 +103,10 @@ def strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        v = todo.pop()
-        if v not in seen:
-            seen.add(v)
-            todo.extend(edges.get(v, ()))
-    return seen
-
-
 def test_no_import_cycles():
     edges = graph()
-    skip = PENDING | PENDING_CYCLES
-    cycles = strongly_connected({a: {b for b in t if (a, b) not in skip} for a, t in edges.items()})
+    cycles = strongly_connected(edges)
     assert not cycles, "import cycles:\n" + "\n".join("  " + " <-> ".join(c) for c in cycles)
-    closing = {(a, b) for a, b in PENDING_CYCLES if b in edges.get(a, set()) and a in reachable(edges, b)}
-    assert closing == PENDING_CYCLES, f"fixed, remove from PENDING_CYCLES: {sorted(PENDING_CYCLES - closing)}"
 
 
 def test_the_checker_sees_every_kind_of_import(tmp_path):

@@ -15,15 +15,11 @@ import torch
 from harness.core.config import ExperimentConfig
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
+from harness.methods.chunkllama.checks import INVARIANTS
 from harness.methods.chunkllama.kernel import DcaKernel
 from harness.methods.chunkllama.positions import check_sizes, dca_sizes
 from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
-
-try:  # gali-check invariants (harness.stages.check is optional for the method itself)
-    import harness.methods.chunkllama.checks  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 
 @dataclass
@@ -57,6 +53,7 @@ class ChunkLlama(Method[ChunkLlamaParams]):
 
     name = "chunkllama"
     aliases = ("repro_chunkllama",)
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: ChunkLlamaParams, cfg: ExperimentConfig, window: int | None) -> None:

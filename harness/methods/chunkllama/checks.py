@@ -1,40 +1,39 @@
-"""gali-check invariants for ChunkLlama / DCA (imported by `chunkllama.py` when `harness.stages.check` exists)."""
+"""gali-check invariants of ChunkLlama / DCA (declared in `ChunkLlama.invariants`)."""
 
 from __future__ import annotations
 
-from harness.methods.selfextend.checks import exact_prefix
-from harness.stages.check import CheckContext, CheckResult, consistent_length, invariant, passed
+from collections.abc import Callable
+
+from harness.methods.invariants import CheckContext, CheckResult, equals_original_at, invariant
 
 
-def generic_decode_beyond(ctx: CheckContext) -> CheckResult:
-    """A cached decode step beyond the window equals a fresh prefill of the same tokens."""
-    n = consistent_length(ctx.method, ctx.window + 1, ctx.long_len) or ctx.long_len
-    a, b = ctx.decode_after(n), ctx.prefill(n)
-    d = float((a - b).abs().max())
-    tol = ctx.tolerance(float(b.abs().max()))
-    return passed("decode_beyond_window", d <= tol, f"L={n}: max|Δlogit| {d:.2e} (tol {tol:.0e})")
-
-
-@invariant("dca_exact_within_chunk", methods=("chunkllama",))
-def _exact_within_chunk(ctx: CheckContext) -> CheckResult:
+def _with_mscale(ctx: CheckContext, mode: str, check: Callable[[], CheckResult]) -> CheckResult:
     kernel = ctx.method.kernel
-    n = min(kernel.chunk_len, ctx.long_len)
-    mode, kernel.mscale_mode = kernel.mscale_mode, "per_sample"  # the stateful factor may carry a longer sample's
+    saved, kernel.mscale_mode = kernel.mscale_mode, mode
     try:
-        return exact_prefix(ctx, "dca_exact_within_chunk", n, "= chunk length C: one chunk")
+        return check()
     finally:
-        kernel.mscale_mode = mode
+        kernel.mscale_mode = saved
 
 
-@invariant("decode_beyond_window", methods=("chunkllama",))
-def _decode_beyond(ctx: CheckContext) -> CheckResult:
-    kernel = ctx.method.kernel
-    if kernel.mscale_mode == "off":
-        return generic_decode_beyond(ctx)
-    mode, kernel.mscale_mode = kernel.mscale_mode, "off"
-    try:
-        res = generic_decode_beyond(ctx)
-    finally:
-        kernel.mscale_mode = mode
-    return CheckResult(res.name, res.status, res.detail + " (mscale off for this check: it follows the sequence "
-                       "length by design, so a decode step and a fresh prefill of one more token differ slightly)")
+@invariant("dca_exact_within_chunk")
+def exact_within_chunk(ctx: CheckContext) -> CheckResult:
+    """Up to the chunk length C everything is one chunk: the unmodified model (mscale per sample: the stateful
+    factor may carry a longer sample's)."""
+    n = min(ctx.method.kernel.chunk_len, ctx.long_len)
+    return _with_mscale(ctx, "per_sample", lambda: equals_original_at(ctx, n, "dca_exact_within_chunk",
+                                                                       "= chunk length C: one chunk"))
+
+
+@invariant("decode_beyond_window")
+def decode_beyond_window(ctx: CheckContext) -> CheckResult:
+    """The generic decode check, with mscale off: it follows the sequence length by design."""
+    if ctx.method.kernel.mscale_mode == "off":
+        return ctx.default("decode_beyond_window")
+    res = _with_mscale(ctx, "off", lambda: ctx.default("decode_beyond_window"))
+    res.detail += (" (mscale off for this check: it follows the sequence length by design, so a decode step and a "
+                   "fresh prefill of one more token differ slightly)")
+    return res
+
+
+INVARIANTS = (exact_within_chunk, decode_beyond_window)

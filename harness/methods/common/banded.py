@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from harness.methods.common.attention import attention, merge_lse
-from harness.methods.common.hook import install_kernel, uninstall_kernel
 from harness.methods.common.rope import apply_rope
 
 #: (x [b, h, n, d], first position p0) -> x rotated for positions p0..p0+n−1 (the last dim may grow, e.g. DPE top-k)
@@ -176,21 +174,3 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, br: Bran
     merged, _ = merge_lse([(out[:, :, tail:], lse[:, :, tail:]), (far_out, far_lse)])
     out = torch.cat([out[:, :, :tail], merged], dim=2) if tail else merged
     return out.to(q.dtype)
-
-
-def identity_check(ctx: Any, kernel: Any, n: int | None, name: str, reason: str = "") -> tuple[str, bool | None, str]:
-    """For a method's `check_invariants` hook: a prefill of n tokens equals the unmodified model (no key is far).
-
-    The reference is computed on the same model with the kernel uninstalled for the moment.
-    """
-    if n is None or n < 2:
-        return name, None, reason or "no length at which the method must equal the original"
-    got = ctx.prefill(n)
-    uninstall_kernel(ctx.model)
-    try:
-        ref = ctx.prefill(n)
-    finally:
-        install_kernel(ctx.model, kernel)
-    d = float((got.float() - ref.float()).abs().max())
-    tol = ctx.tolerance(float(ref.float().abs().max()))
-    return name, d <= tol, f"L={n}: max|Δlogit| {d:.2e} vs the unmodified model (tol {tol:.0e}; 0 expected)"

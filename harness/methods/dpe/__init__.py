@@ -21,10 +21,10 @@ from harness.core.errors import ConfigError, suggest
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.attention import choose_kernel
-from harness.methods.common.banded import identity_check
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length
 from harness.methods.dpe import probe
+from harness.methods.dpe.checks import INVARIANTS
 from harness.methods.dpe.positions import DpeKernel
 from harness.methods.dpe.table import (
     PRESETS,
@@ -100,6 +100,7 @@ class Dpe(Method[DpeParams]):
     """DPE: per-group SelfExtend scaling of far relative positions (optionally on top-k key pairs only)."""
 
     name = "dpe"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: DpeParams, cfg: ExperimentConfig, window: int | None) -> None:
@@ -182,7 +183,3 @@ class Dpe(Method[DpeParams]):
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""
         return plain_rope_length(self.kernel.window, info.original_window, self.kernel.logn_len)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: with L <= w the method is plain RoPE."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_below_local_window")]

@@ -18,6 +18,7 @@ import torch
 
 from harness.methods.base import METHODS, ModelInfo
 from harness.methods.common.frequency import FactorParams, FrequencyMethod, set_rope_parameters
+from harness.methods.dynamic_ntk.checks import INVARIANTS
 
 
 @METHODS.register
@@ -27,6 +28,7 @@ class DynamicNTK(FrequencyMethod[FactorParams]):
     name = "dynamic_ntk"
     aliases = ("repro_dynamic_ntk", "dynamic")
     equals_original_within_window = True
+    invariants = INVARIANTS
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return {"rope_type": "dynamic", "factor": self.factor(info)}

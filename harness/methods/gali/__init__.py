@@ -33,6 +33,7 @@ from harness.core.params import MAX_TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
+from harness.methods.gali.checks import INVARIANTS
 from harness.methods.gali.noise import NoiseSpec
 from harness.methods.gali.positions import chunk_sizes
 from harness.methods.gali.runtime import GaliKernel
@@ -135,6 +136,7 @@ class Gali(Method[GaliParams]):
     name = "gali"
     aliases = ("dpi",)
     equals_original_within_window = True
+    invariants = INVARIANTS
 
     def __init__(self, params: GaliParams, cfg: Any):
         super().__init__(params, cfg)

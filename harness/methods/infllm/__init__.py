@@ -20,14 +20,9 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import identity_check
 from harness.methods.common.hook import RopeTables, install_kernel
+from harness.methods.infllm.checks import INVARIANTS
 from harness.methods.infllm.kernel import InfLLMKernel, InfLLMSizes
-
-try:  # gali-check invariants (harness.stages.check is optional for the method itself)
-    import harness.methods.infllm.checks  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +68,7 @@ class InfLLM(Method[InfLLMParams]):
 
     name = "infllm"
     aliases = ("inf_llm", "inf-llm")
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: InfLLMParams, cfg: ExperimentConfig, window: int | None) -> None:
@@ -120,16 +116,3 @@ class InfLLM(Method[InfLLMParams]):
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= n_local every key is local: the unmodified model."""
         return min(self.kernel.sizes.n_local, info.original_window)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: equals the original within n_local; at the long length no query reads more than
-        n_local + n_init + (topk + 1)·block_size keys (+ exc_block_size − 1 with chunk retrieval)."""
-        out = [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_within_n_local")]
-        self.kernel.max_keys_seen = 0
-        ctx.prefill(ctx.long_len)
-        got, bound = self.kernel.max_keys_seen, self.kernel.sizes.max_keys_per_query()
-        chunk = self.kernel.sizes.chunk_retrieval
-        formula = "n_local + n_init + (topk+1)·B" + (" + exc_block_size − 1" if chunk else "")
-        out.append(("infllm_keys_per_query_bounded", got <= bound and (ctx.long_len <= bound or got < ctx.long_len),
-                    f"L={ctx.long_len}: at most {got} keys per query (bound {formula} = {bound})"))
-        return out

@@ -24,9 +24,10 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import PositionTable, identity_check, module_scale
+from harness.methods.common.banded import PositionTable, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
+from harness.methods.lm_infinite.checks import INVARIANTS
 
 OFFICIAL_GLOBAL = 10  # global_branch of the official drop-in replacement
 
@@ -71,6 +72,7 @@ class LMInfinite(Method[LMInfiniteParams]):
 
     name = "lm_infinite"
     aliases = ("lminfinite",)
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: LMInfiniteParams, cfg: ExperimentConfig, window: int | None) -> None:
@@ -98,7 +100,3 @@ class LMInfinite(Method[LMInfiniteParams]):
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= n_local every key is in the local branch: the unmodified model."""
         return min(self.kernel.n_local, info.original_window)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: equals the unmodified model within the local branch."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_within_n_local")]

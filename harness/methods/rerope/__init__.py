@@ -20,9 +20,10 @@ from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.attention import choose_kernel
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check, module_scale
+from harness.methods.common.banded import Branches, PositionTable, banded_attention, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length, scale_query_rows
+from harness.methods.rerope.checks import INVARIANTS
 
 
 @dataclass
@@ -88,6 +89,8 @@ def check_window(w: int | None, window: int | None, name: str) -> None:
 class ReRopeFamily(Method[RP]):
     """What ReRoPE and Leaky ReRoPE share: the window w (default M/4), log-n scaling, the two-branch kernel."""
 
+    invariants = INVARIANTS
+
     def slope(self) -> float | None:
         """k of the slope 1/k beyond the window (None: ReRoPE, every far key at w)."""
         return None
@@ -107,10 +110,6 @@ class ReRopeFamily(Method[RP]):
     def exact_length(self, info: ModelInfo) -> int | None:
         """With L <= w (and inside the log-n training length) the method is plain RoPE."""
         return plain_rope_length(self.kernel.window, info.original_window, self.kernel.logn_len)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: with L <= w (and inside the log-n training length) the method is plain RoPE."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_below_rerope_window")]
 
 
 @METHODS.register

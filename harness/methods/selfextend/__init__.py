@@ -18,13 +18,9 @@ from harness.core.params import MAX_TOKENS, TOKENS, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.attention import choose_kernel
 from harness.methods.common.hook import RopeTables, install_kernel
+from harness.methods.selfextend.checks import INVARIANTS
 from harness.methods.selfextend.kernel import SelfExtendKernel
 from harness.methods.selfextend.positions import check_pair, suggested_pair
-
-try:  # gali-check invariants (harness.stages.check is optional for the method itself)
-    import harness.methods.selfextend.checks  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 
 @dataclass
@@ -51,6 +47,7 @@ class SelfExtend(Method[SelfExtendParams]):
 
     name = "selfextend"
     aliases = ("repro_se",)
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: SelfExtendParams, cfg: ExperimentConfig, window: int | None) -> None:

@@ -25,10 +25,11 @@ from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0
 from harness.methods.base import METHODS, Method, ModelInfo
-from harness.methods.common.banded import PositionTable, identity_check
-from harness.methods.common.cache import SinkWindowCache, cache_nbytes, decoder_layer_count
+from harness.methods.common.banded import PositionTable
+from harness.methods.common.cache import SinkWindowCache, decoder_layer_count
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.sinks import sink_band_attention
+from harness.methods.streaming_llm.checks import INVARIANTS
 
 OFFICIAL_SINKS = 4  # start_size of the official examples
 OFFICIAL_RECENT = 2000  # recent_size of examples/run_streaming_llama.py (Llama-2, 4K window)
@@ -81,6 +82,7 @@ class StreamingLLM(Method[StreamingLLMParams]):
 
     name = "streaming_llm"
     aliases = ("streamingllm",)
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: StreamingLLMParams, cfg: ExperimentConfig, window: int | None) -> None:
@@ -124,28 +126,3 @@ class StreamingLLM(Method[StreamingLLMParams]):
     def exact_length(self, info: ModelInfo) -> int | None:
         """While L <= sinks + window nothing is evicted: the unmodified model."""
         return min(self.kernel.sinks + self.kernel.window, info.original_window)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: equals the unmodified model while nothing is evicted; the KV cache stays at sinks + window."""
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), "equals_original_without_eviction"),
-                self._cache_check(ctx)]
-
-    @torch.inference_mode()
-    def _cache_check(self, ctx: Any) -> tuple[str, bool | None, str]:
-        """At L = long_len / 2 and long_len: prefill L − 1 tokens and decode one. The cache then holds min(L, S + W)
-        tokens (the same bytes at both lengths once both exceed S + W), and the decoded logits equal one forward of
-        the L tokens over a cache that keeps every token (transformers' DynamicCache)."""
-        cap = self._kernel().sinks + self._kernel().window
-        rows, ok = [], True
-        for n in sorted({max(2, ctx.long_len // 2), ctx.long_len}):
-            ctx.reseed()
-            cache, _ = ctx.engine.prefill(ctx.ids[:n - 1])
-            got = ctx.engine.step([ctx.ids[n - 1]], cache)[-1]
-            want = ctx.engine.step(ctx.ids[:n], Method.make_cache(self, ctx.model.config))[-1]
-            d, held = float((got - want).abs().max()), int(cache.get_seq_length())
-            ok = ok and held == min(n, cap) and d <= ctx.tolerance(float(want.abs().max()))
-            rows.append((n, held, cache_nbytes(cache), d))
-        ok = ok and len({size for n, _, size, _ in rows if n >= cap}) <= 1
-        detail = "; ".join(f"L={n}: {held} tokens, {size / 2**20:.2f} MiB, max|Δlogit| {d:.2e} vs every token kept"
-                           for n, held, size, d in rows)
-        return "kv_cache_bounded", ok, f"{detail} (capacity sinks + window = {cap})"

@@ -27,9 +27,10 @@ from harness.core.errors import ConfigError
 from harness.core.params import MAX_TOKENS, TOKENS, TOKENS0, domain
 from harness.methods.base import METHODS, Method, ModelInfo
 from harness.methods.common.attention import choose_kernel
-from harness.methods.common.banded import Branches, PositionTable, banded_attention, identity_check, module_scale
+from harness.methods.common.banded import Branches, PositionTable, banded_attention, module_scale
 from harness.methods.common.hook import RopeTables, install_kernel
 from harness.methods.common.logn import plain_rope_length, scale_query_rows
+from harness.methods.string_rope.checks import INVARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class String(Method[StringParams]):
     """STRING: shift relative positions >= S down to W (used within, or modestly beyond, the trained window)."""
 
     name = "string"
+    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: StringParams, cfg: ExperimentConfig, window: int | None) -> None:
@@ -133,10 +135,3 @@ class String(Method[StringParams]):
         if self.kernel.factor != 1.0:
             return None
         return plain_rope_length(self.kernel.offset, info.original_window, self.kernel.logn_len)
-
-    def check_invariants(self, ctx: Any) -> list[tuple[str, bool | None, str]]:
-        """gali-check: with L <= S the method is plain RoPE (only without the official attention factor)."""
-        name = "equals_original_below_offset_s"
-        if self.kernel.factor != 1.0:
-            return [(name, None, "official_attention_factor changes every logit by design")]
-        return [identity_check(ctx, self.kernel, self.exact_length(ctx.info), name)]
