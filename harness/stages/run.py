@@ -36,8 +36,8 @@ from harness.stages import samples
 from harness.stages.preflight import PreflightReport, apply_with_preflight
 from harness.stages.resolve import RunPlan, ensure_model_config
 from harness.stages.run_checks import check_plan_size, check_prompts, check_runtime
-from harness.tasks import datasets as data
 from harness.tasks.base import Example, Task
+from harness.tasks.data_identity import DATA_FILES, recording
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def select_work(task: Task, cfg: ExperimentConfig, shard: tuple[int, int]) -> tu
     work: dict[str, list[Example]] = {}
     sources: dict[str, Any] = {}
     for subset in selected_subsets(task, cfg):
-        with data.recording() as read:
+        with recording() as read:
             work[subset] = select_examples(task, subset, cfg, shard)
         check_prompts(task, work[subset])
         if read:
@@ -305,7 +305,7 @@ def _run_locked(plan: RunPlan, device: str, exp: ExperimentDir, task: Task, toke
     method = plan.build_method()
     prov = provenance.collect(device, cfg.seed)
     prov.update(original_window=info.original_window, model_type=info.model_type, shard=list(shard))
-    prov.update(provenance.run_details(model_identity(cfg, plan.model_config), data.DATA_FILES))
+    prov.update(provenance.run_details(model_identity(cfg, plan.model_config), DATA_FILES))
 
     def record_preflight(report: PreflightReport) -> None:
         prov["preflight"] = report.to_dict()

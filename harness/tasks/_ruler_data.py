@@ -20,6 +20,7 @@ from typing import Any
 from harness.core.errors import DataError
 from harness.tasks import datasets as data
 from harness.tasks._corpus import python_heldout_documents
+from harness.tasks.data_identity import read_text_file
 
 SQUAD_REPO = "rajpurkar/squad_v2"
 SQUAD_PATTERN = "squad_v2/validation-*.parquet"
@@ -142,7 +143,7 @@ def _missing(dataset: str, data_dir: str | None) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(data.read_text_file(path))  # recorded as the experiment's data
+        return json.loads(read_text_file(path))  # recorded as the experiment's data
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc}). Fix: re-download it (gali-data download ruler)") from None
 

@@ -10,6 +10,7 @@ overall, easy / hard, short / medium / long and per domain; `compensated = true`
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,10 @@ from harness.core.errors import ConfigError, DataError
 from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
 from harness.tasks.base import TASKS, Example, ReportTable, Task
+from harness.tasks.data_identity import read_text_file
 from harness.tasks.prompting import encode_prompt, stop_token_ids
 from harness.tasks.reports import longbench_v2_table
+from harness.tasks.scoring.longbench_v2 import accuracy_table, extract_answer
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +81,8 @@ def load_rows(data_dir: str | None, opts: LongBenchV2Options, download: bool = T
                    f"({data.hub_cache_dir()}). Fix: run `gali-data download longbench_v2` (on a machine with "
                    f"internet; or `--to DIR` and set data_dir = \"DIR/longbench_v2\")")
         path = data.hub_file(opts.repo_id, opts.filename, opts.revision, missing, download)
-    import json
-
     try:
-        rows = json.loads(data.read_text_file(path))  # recorded as the experiment's data
+        rows = json.loads(read_text_file(path))  # recorded as the experiment's data
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc}). Fix: download it again") from None
     if not isinstance(rows, list):
@@ -173,8 +174,6 @@ class LongBenchV2(Task):
                                                   example.inputs))[0]))
 
     def run(self, example: Example, engine: Any) -> dict[str, Any]:
-        from harness.tasks.scoring.longbench_v2 import extract_answer
-
         row, stops = example.inputs, stop_token_ids(self.tokenizer, engine.model)
         template = PROMPT_COT if self.options.cot else PROMPT_0SHOT
         prompt, truncated = self.truncate(fill(template, row))
@@ -193,8 +192,6 @@ class LongBenchV2(Task):
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, subset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.tasks.scoring.longbench_v2 import accuracy_table
-
         rows = [{"pred": r.get("pred"), "answer": r.get("answer"), **(r.get("meta") or {})} for r in records]
         table = accuracy_table(rows, self.options.compensated)
         other = accuracy_table(rows, not self.options.compensated)

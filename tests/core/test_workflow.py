@@ -22,7 +22,7 @@ from harness.core.runlog import run_log
 from harness.methods.base import METHODS
 from harness.model.loading import BUNDLED_MODELS
 from harness.stages.samples import FULL_TEXT_MAX_TOKENS, HEAD_TAIL_TOKENS, ids_sha256, prompt_sample
-from harness.tasks.datasets import DATA_FILES
+from harness.tasks.data_identity import DATA_FILES
 
 MATRIX = ["--model", "gali:lab", "--task", "needle,pg19", "--method", "original,gali,selfextend", "--max-pe", "512",
           "--set", "needle:times=1", "--set", "needle:task_options.lengths=[256,512]", "--set",
