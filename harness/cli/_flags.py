@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import harness
-from harness.cli._common import setup_logging
+from harness.cli._common import guarded, setup_logging
 from harness.methods.base import METHODS
 from harness.model.loading import BUNDLED_MODELS, FETCHED_MODELS, SUPPORTED_FAMILIES
 from harness.tasks.base import TASKS
@@ -118,3 +118,12 @@ def list_text(what: str) -> str:
         lines.append("fetched: " + ", ".join(FETCHED_MODELS) + " (gali-demo fetch downloads it once)")
         lines.append("any Hugging Face hub id or local directory of the families: " + ", ".join(SUPPORTED_FAMILIES))
     return "\n".join(lines)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                command: Callable[[argparse.Namespace], int]) -> int:
+    """A `gali-*` entry point: parse `argv`, set up logging from the common flags, run `command(args)` with the
+    one-line error handling of `guarded` (exit code 2 and no traceback for a user error)."""
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    return guarded(lambda: command(args))

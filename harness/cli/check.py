@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import guarded
-from harness.cli._flags import add_common_flags, configure_logging
+from harness.cli._flags import add_common_flags, run_command
 from harness.core.config import expand_config_paths
 from harness.core.errors import HarnessError
 from harness.stages.check import format_table, run_checks, summary_line
@@ -30,24 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
+    return run_command(build_parser(), argv, run)
 
-    def body() -> int:
-        if args.max_len is not None and args.max_len < 2:
-            raise HarnessError(f"--max-len {args.max_len}: must be at least 2")
-        status = 0
-        for path in expand_config_paths(args.cfg):
-            plan = load_plan(path, args.overrides, access="load")  # resolved with the model's window M
-            results, meta = run_checks(plan.cfg, args.max_len)
-            print(f"gali-check: {path}: method '{meta['method']}' on {meta['model']} (window M={meta['window']}, "
-                  f"long length {meta['long_len']}, {meta['dtype']} on {meta['device']})")
-            print(format_table(results))
-            print(summary_line(results))
-            status = 1 if any(r.failed for r in results) else status
-        return status
 
-    return guarded(body)
+def run(args: argparse.Namespace) -> int:
+    """The command's work on parsed arguments."""
+    if args.max_len is not None and args.max_len < 2:
+        raise HarnessError(f"--max-len {args.max_len}: must be at least 2")
+    status = 0
+    for path in expand_config_paths(args.cfg):
+        plan = load_plan(path, args.overrides, access="load")  # resolved with the model's window M
+        results, meta = run_checks(plan.cfg, args.max_len)
+        print(f"gali-check: {path}: method '{meta['method']}' on {meta['model']} (window M={meta['window']}, "
+              f"long length {meta['long_len']}, {meta['dtype']} on {meta['device']})")
+        print(format_table(results))
+        print(summary_line(results))
+        status = 1 if any(r.failed for r in results) else status
+    return status
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.cli._common import guarded
-from harness.cli._flags import add_common_flags, configure_logging
+from harness.cli._flags import add_common_flags, run_command
 from harness.core import params as P
 from harness.core.config import from_dict, read_toml
 from harness.core.errors import HarnessError
@@ -175,19 +174,18 @@ def where(task: str, opts: Any, data_dir: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
+    return run_command(build_parser(), argv, run)
 
-    def body() -> int:
-        for task in _tasks(args.tasks):
-            opts, data_dir = _options(task, args.cfg)
-            if args.command == "download":
-                download(task, opts, args.to)
-            else:
-                where(task, opts, data_dir)
-        return 0
 
-    return guarded(body)
+def run(args: argparse.Namespace) -> int:
+    """The command's work on parsed arguments."""
+    for task in _tasks(args.tasks):
+        opts, data_dir = _options(task, args.cfg)
+        if args.command == "download":
+            download(task, opts, args.to)
+        else:
+            where(task, opts, data_dir)
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli._common import guarded
-from harness.cli._flags import add_common_flags, configure_logging
+from harness.cli._flags import add_common_flags, run_command
 from harness.demo.demos import run_demo, tables_markdown
 from harness.model.loading import fetched_gguf
 
@@ -28,28 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
+    return run_command(build_parser(), argv, run)
 
-    def body() -> int:
-        if args.command == "fetch":
-            print(f"SmolLM2-135M-Instruct: {fetched_gguf('gali:smollm2')}")
-            return 0
 
-        kind = "lab" if args.command == "run" else "real"
-        results = args.results_dir or ("results/demo" if kind == "lab" else "results/demo-real")
-        result = run_demo(kind, results, args.methods, args.configs)
-        print("\n" + tables_markdown(result))
-        print(f"\nworkbook: {result.workbook}")
-        for fig in result.figures:
-            print(f"figure:   {fig}")
-        print(f"done in {result.seconds:.0f} s")
-        if kind == "lab":
-            print("pass-key retrieval needs a model that can copy: `gali-demo fetch` then `gali-demo real` "
-                  "(`make demo-real`) runs it on SmolLM2-135M at 4k (inside its window) and 12k (beyond)")
+def run(args: argparse.Namespace) -> int:
+    """The command's work on parsed arguments."""
+    if args.command == "fetch":
+        print(f"SmolLM2-135M-Instruct: {fetched_gguf('gali:smollm2')}")
         return 0
 
-    return guarded(body)
+    kind = "lab" if args.command == "run" else "real"
+    results = args.results_dir or ("results/demo" if kind == "lab" else "results/demo-real")
+    result = run_demo(kind, results, args.methods, args.configs)
+    print("\n" + tables_markdown(result))
+    print(f"\nworkbook: {result.workbook}")
+    for fig in result.figures:
+        print(f"figure:   {fig}")
+    print(f"done in {result.seconds:.0f} s")
+    if kind == "lab":
+        print("pass-key retrieval needs a model that can copy: `gali-demo fetch` then `gali-demo real` "
+              "(`make demo-real`) runs it on SmolLM2-135M at 4k (inside its window) and 12k (beyond)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import guarded, log
-from harness.cli._flags import add_common_flags, configure_logging
+from harness.cli._common import log
+from harness.cli._flags import add_common_flags, run_command
 from harness.cluster.launch import launch, parse_gpus
 from harness.core.config import expand_config_paths
 
@@ -33,28 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
+    return run_command(build_parser(), argv, run)
 
-    def body() -> int:
-        groups = parse_gpus(args.gpus)
-        status = 0
-        for path in expand_config_paths(args.cfg):
-            result = launch(path, groups, args.overrides, overwrite=args.overwrite, evaluate=not args.no_eval)
-            if result.scores is not None:
-                parts = []
-                for subset, m in result.scores["subsets"].items():
-                    flag = "" if m["complete"] else f" (partial {m['n_scored']}/{m['n_expected']})"
-                    parts.append(f"{subset}={m.get('score')}{flag}")
-                log.info("%s: %s", result.exp_name, ", ".join(parts))
-            if result.interrupted:
-                log.warning("stopped early: rerun the same command to resume")
-                return 143
-            if result.failed:
-                status = 1
-        return status
 
-    return guarded(body)
+def run(args: argparse.Namespace) -> int:
+    """The command's work on parsed arguments."""
+    groups = parse_gpus(args.gpus)
+    status = 0
+    for path in expand_config_paths(args.cfg):
+        result = launch(path, groups, args.overrides, overwrite=args.overwrite, evaluate=not args.no_eval)
+        if result.scores is not None:
+            parts = []
+            for subset, m in result.scores["subsets"].items():
+                flag = "" if m["complete"] else f" (partial {m['n_scored']}/{m['n_expected']})"
+                parts.append(f"{subset}={m.get('score')}{flag}")
+            log.info("%s: %s", result.exp_name, ", ".join(parts))
+        if result.interrupted:
+            log.warning("stopped early: rerun the same command to resume")
+            return 143
+        if result.failed:
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli._common import guarded, log
-from harness.cli._flags import add_common_flags, configure_logging
+from harness.cli._common import log
+from harness.cli._flags import add_common_flags, run_command
 from harness.cluster.slurm import render, sweep_sbatch_command
 from harness.cluster.sweep import plan_sweep, submit, wait
 from harness.core.config import expand_config_paths
@@ -83,48 +83,47 @@ def print_plan(sweep, executor: str, overrides: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args)
+    return run_command(build_parser(), argv, run)
 
-    def body() -> int:
-        sweep = plan_sweep(expand_config_paths(args.cfg), args.overrides, _flags(args), args.name, args.sweep_dir)
-        print_plan(sweep, args.executor, args.overrides)
-        if args.dry_run:
-            return 0
-        sweep.folder.mkdir(parents=True, exist_ok=True)
-        jobs = submit(sweep, args.executor)
-        manifest = [{"job_id": str(j.job_id), "exp_dir": t.exp_dir, "shard": list(t.shard), "cfg": t.cfg_path,
-                     "overrides": list(t.overrides)} for j, t in zip(jobs, sweep.tasks)]
-        (sweep.folder / "sweep.json").write_text(json.dumps(manifest, indent=2))
-        for row in manifest:
-            print(f"submitted {row['job_id']}: {row['exp_dir']} shard {row['shard'][0]}/{row['shard'][1]}")
-        exps = sorted({t.exp_dir for t in sweep.tasks})
-        if not args.wait:
-            names = " ".join(Path(e).name for e in exps)
-            print(f"# when the jobs are done: gali-eval --exp {names} --results-dir {Path(exps[0]).parent}")
-            return 0
-        status = 0
-        for task, result, error in wait(jobs, sweep.tasks):
-            if error is not None:
-                log.error("%s: failed: %s", task.label, error)
-                status = 1
-            else:
-                log.info("%s: %s", task.label, result["status"])
-                status = status or int(result["returncode"] != 0)
 
-        for exp_dir in exps:
-            path = Path(exp_dir)
-            exp = ExperimentDir(path.parent, path.name)
-            if not exp.prediction_files():
-                continue
-            doc = evaluate_experiment(exp)
-            scores = ", ".join(f"{s}={m.get('score')}" + ("" if m["complete"] else " (partial)")
-                               for s, m in doc["subsets"].items())
-            log.info("%s: %s", path.name, scores)
-            status = status or int(not doc["complete"])
-        return status
+def run(args: argparse.Namespace) -> int:
+    """The command's work on parsed arguments."""
+    sweep = plan_sweep(expand_config_paths(args.cfg), args.overrides, _flags(args), args.name, args.sweep_dir)
+    print_plan(sweep, args.executor, args.overrides)
+    if args.dry_run:
+        return 0
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    jobs = submit(sweep, args.executor)
+    manifest = [{"job_id": str(j.job_id), "exp_dir": t.exp_dir, "shard": list(t.shard), "cfg": t.cfg_path,
+                 "overrides": list(t.overrides)} for j, t in zip(jobs, sweep.tasks)]
+    (sweep.folder / "sweep.json").write_text(json.dumps(manifest, indent=2))
+    for row in manifest:
+        print(f"submitted {row['job_id']}: {row['exp_dir']} shard {row['shard'][0]}/{row['shard'][1]}")
+    exps = sorted({t.exp_dir for t in sweep.tasks})
+    if not args.wait:
+        names = " ".join(Path(e).name for e in exps)
+        print(f"# when the jobs are done: gali-eval --exp {names} --results-dir {Path(exps[0]).parent}")
+        return 0
+    status = 0
+    for task, result, error in wait(jobs, sweep.tasks):
+        if error is not None:
+            log.error("%s: failed: %s", task.label, error)
+            status = 1
+        else:
+            log.info("%s: %s", task.label, result["status"])
+            status = status or int(result["returncode"] != 0)
 
-    return guarded(body)
+    for exp_dir in exps:
+        path = Path(exp_dir)
+        exp = ExperimentDir(path.parent, path.name)
+        if not exp.prediction_files():
+            continue
+        doc = evaluate_experiment(exp)
+        scores = ", ".join(f"{s}={m.get('score')}" + ("" if m["complete"] else " (partial)")
+                           for s, m in doc["subsets"].items())
+        log.info("%s: %s", path.name, scores)
+        status = status or int(not doc["complete"])
+    return status
 
 
 if __name__ == "__main__":

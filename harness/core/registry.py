@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 from harness.core.errors import ConfigError, suggest
 
@@ -23,9 +23,33 @@ class Registry(Generic[T]):
         self._aliases: dict[str, str] = {}
         self._loaded = False
 
-    def register(self, cls: type[S]) -> type[S]:
-        """Class decorator: register `cls` under `cls.name` and every name in `cls.aliases` (returns `cls`, so the
-        decorated class keeps its own type)."""
+    @overload
+    def register(self, item: type[S], /) -> type[S]: ...
+
+    @overload
+    def register(self, item: str, /, *, aliases: tuple[str, ...] = (),
+                 **attrs: Any) -> Callable[[type[S]], type[S]]: ...
+
+    def register(self, item: type[S] | str, /, *, aliases: tuple[str, ...] = (),
+                 **attrs: Any) -> type[S] | Callable[[type[S]], type[S]]:
+        """Class decorator, two spellings: `@REG.register("name", aliases=(...), invariants=...)` sets those class
+        attributes and registers the class; bare `@REG.register` registers a class that sets `name` (and `aliases`)
+        itself. The decorated class keeps its own type. Only attributes the class already declares can be set."""
+        if isinstance(item, str):
+            name = item
+
+            def decorate(cls: type[S]) -> type[S]:
+                unknown = sorted(k for k in attrs if not hasattr(cls, k))
+                if unknown:
+                    raise TypeError(f"{cls.__name__} declares no attribute {unknown} to set at registration")
+                for key, value in {"name": name, "aliases": tuple(aliases), **attrs}.items():
+                    setattr(cls, key, value)
+                return self._add(cls)
+
+            return decorate
+        return self._add(item)
+
+    def _add(self, cls: type[S]) -> type[S]:
         name = cls.name  # type: ignore[attr-defined]
         if name in self._items:
             raise ValueError(f"{self.kind} '{name}' registered twice")

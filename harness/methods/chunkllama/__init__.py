@@ -47,13 +47,9 @@ class ChunkLlamaParams:
 MSCALE_COEF = {"flash_decoding": 0.1, "attn_replace": 0.05}  # c of c·ln(len/M) + 1 per ChunkLlama entry point
 
 
-@METHODS.register
+@METHODS.register("chunkllama", aliases=("repro_chunkllama",), invariants=INVARIANTS)
 class ChunkLlama(Method[ChunkLlamaParams]):
     """Dual Chunk Attention: three position schemes per chunk pair, merged exactly by log-sum-exp, O(n) memory."""
-
-    name = "chunkllama"
-    aliases = ("repro_chunkllama",)
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: ChunkLlamaParams, cfg: ExperimentConfig, window: int | None) -> None:

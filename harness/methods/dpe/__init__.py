@@ -95,12 +95,9 @@ def resolve_setting(params: DpeParams) -> ResolvedDpe:
     return ResolvedDpe(window, [int(s) for s in scales] if scales is not None else None, bounds, topk, source)
 
 
-@METHODS.register
+@METHODS.register("dpe", invariants=INVARIANTS)
 class Dpe(Method[DpeParams]):
     """DPE: per-group SelfExtend scaling of far relative positions (optionally on top-k key pairs only)."""
-
-    name = "dpe"
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: DpeParams, cfg: ExperimentConfig, window: int | None) -> None:

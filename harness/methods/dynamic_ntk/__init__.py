@@ -21,12 +21,10 @@ from harness.methods.common.frequency import FactorParams, FrequencyMethod, set_
 from harness.methods.dynamic_ntk.checks import INVARIANTS
 
 
-@METHODS.register
+@METHODS.register("dynamic_ntk", aliases=("repro_dynamic_ntk", "dynamic"))
 class DynamicNTK(FrequencyMethod[FactorParams]):
     """HF rope_type "dynamic" with factor s, relative to the (possibly overridden) window M."""
 
-    name = "dynamic_ntk"
-    aliases = ("repro_dynamic_ntk", "dynamic")
     equals_original_within_window = True
     invariants = INVARIANTS
 

@@ -129,12 +129,10 @@ def make_kernel(tables: RopeTables, window: int, params: GaliParams, seed: int =
                       reference=params.precision == "bf16-reference", noise=noise_spec(params), seed=seed)
 
 
-@METHODS.register
+@METHODS.register("gali", aliases=("dpi",))
 class Gali(Method[GaliParams]):
     """GALI on full-depth Llama / Mistral / Qwen2 (GQA included; rope type default or llama3)."""
 
-    name = "gali"
-    aliases = ("dpi",)
     equals_original_within_window = True
     invariants = INVARIANTS
 

@@ -62,13 +62,9 @@ def infllm_sizes(params: InfLLMParams, window: int) -> InfLLMSizes:
         chunk_retrieval=params.retrieval == "chunk")
 
 
-@METHODS.register
+@METHODS.register("infllm", aliases=("inf_llm", "inf-llm"), invariants=INVARIANTS)
 class InfLLM(Method[InfLLMParams]):
     """InfLLM: initial + local tokens plus top-k retrieved memory blocks."""
-
-    name = "infllm"
-    aliases = ("inf_llm", "inf-llm")
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: InfLLMParams, cfg: ExperimentConfig, window: int | None) -> None:

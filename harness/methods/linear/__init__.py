@@ -10,12 +10,9 @@ from harness.methods.base import METHODS, ModelInfo
 from harness.methods.common.frequency import FactorParams, FrequencyMethod
 
 
-@METHODS.register
+@METHODS.register("linear", aliases=("pi", "repro_linear"))
 class Linear(FrequencyMethod[FactorParams]):
     """inv_freq / s, i.e. every position p is treated as p / s."""
-
-    name = "linear"
-    aliases = ("pi", "repro_linear")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return {"rope_type": "linear", "factor": self.factor(info)}

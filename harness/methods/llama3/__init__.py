@@ -24,12 +24,9 @@ class Llama3Params(FactorParams):
     high_freq_factor: float = field(default=4.0, metadata=domain(gt=0, le=1e6) | above("low_freq_factor"))
 
 
-@METHODS.register
+@METHODS.register("llama3", aliases=("llama3_rope", "llama31"))
 class Llama3Rope(FrequencyMethod[Llama3Params]):
     """Static: short inputs change too (the low frequencies are interpolated at every length)."""
-
-    name = "llama3"
-    aliases = ("llama3_rope", "llama31")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return {"rope_type": "llama3", "factor": self.factor(info), "low_freq_factor": self.params.low_freq_factor,

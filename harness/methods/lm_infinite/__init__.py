@@ -66,13 +66,9 @@ def _sizes(params: LMInfiniteParams, window: int) -> tuple[int, int]:
     return n_local, params.limit_distance if params.limit_distance is not None else n_local
 
 
-@METHODS.register
+@METHODS.register("lm_infinite", aliases=("lminfinite",), invariants=INVARIANTS)
 class LMInfinite(Method[LMInfiniteParams]):
     """LM-Infinite: Λ-shaped mask (starting tokens + local window) and a distance cap."""
-
-    name = "lm_infinite"
-    aliases = ("lminfinite",)
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: LMInfiniteParams, cfg: ExperimentConfig, window: int | None) -> None:

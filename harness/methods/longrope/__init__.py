@@ -104,12 +104,9 @@ def apply_longrope(model: torch.nn.Module, long_factor: list[float], short_facto
         keep_initial_tokens(model, n_hat, float(global_rope(config)["rope_theta"]), rotary_dim(config))
 
 
-@METHODS.register
+@METHODS.register("longrope", aliases=("long_rope",))
 class LongRope(FrequencyMethod[LongRopeParams]):
     """Static per-frequency factors; with a `short_factor`, sequences within M use it instead (decided per forward)."""
-
-    name = "longrope"
-    aliases = ("long_rope",)
 
     @classmethod
     def validate(cls, params: LongRopeParams, cfg: ExperimentConfig, window: int | None) -> None:

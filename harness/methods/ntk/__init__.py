@@ -15,12 +15,9 @@ def ntk_base(theta: float, factor: float, head_dim: int) -> float:
     return theta * factor ** (head_dim / (head_dim - 2))
 
 
-@METHODS.register
+@METHODS.register("ntk", aliases=("repro_ntk", "static_ntk"))
 class StaticNTK(FrequencyMethod[FactorParams]):
     """Fixed for the target length M·s: short inputs change too (unlike dynamic NTK)."""
-
-    name = "ntk"
-    aliases = ("repro_ntk", "static_ntk")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         # d = the rotating channels (head_dim unless the family uses partial rotary, e.g. Phi-4-mini's 0.75)

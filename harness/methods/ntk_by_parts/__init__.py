@@ -17,12 +17,9 @@ from harness.methods.common.frequency import FrequencyMethod, RampParams, yarn_r
 NtkByPartsParams = RampParams
 
 
-@METHODS.register
+@METHODS.register("ntk_by_parts", aliases=("ntk-by-parts", "part_ntk"))
 class NtkByParts(FrequencyMethod[NtkByPartsParams]):
     """Static: short inputs change too. Equals `yarn` with attention_factor = 1."""
-
-    name = "ntk_by_parts"
-    aliases = ("ntk-by-parts", "part_ntk")
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return yarn_rope(self.params, self.factor(info), info.original_window, attention_factor=1.0)

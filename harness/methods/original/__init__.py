@@ -6,11 +6,9 @@ from harness.methods.base import METHODS, Method, NoParams
 from harness.methods.common.frequency import FREQUENCY_FAMILIES
 
 
-@METHODS.register
+@METHODS.register("original", aliases=("repro_original",))
 class Original(Method[NoParams]):
     """The model as loaded: its own RoPE, standard causal attention."""
 
-    name = "original"
-    aliases = ("repro_original",)
     equals_original_within_window = True
     families = FREQUENCY_FAMILIES

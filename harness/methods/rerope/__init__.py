@@ -112,22 +112,18 @@ class ReRopeFamily(Method[RP]):
         return plain_rope_length(self.kernel.window, info.original_window, self.kernel.logn_len)
 
 
-@METHODS.register
+@METHODS.register("rerope")
 class ReRope(ReRopeFamily[ReRopeParams]):
     """ReRoPE: distances beyond w are all placed at w (infinite extrapolation, bounded positions)."""
-
-    name = "rerope"
 
     @classmethod
     def suggested_params(cls, window: int, target: int) -> dict[str, Any]:
         return {"window": max(1, window // 4), "logn": True}
 
 
-@METHODS.register
+@METHODS.register("leaky_rerope")
 class LeakyReRope(ReRopeFamily[LeakyReRopeParams]):
     """Leaky ReRoPE: slope 1/k beyond the window; the largest position w + (L−1−w)/k must stay below M."""
-
-    name = "leaky_rerope"
 
     def slope(self) -> float | None:
         return float(self.params.k)

@@ -41,13 +41,9 @@ class SelfExtendParams:
     kernel: Literal["auto", "sdpa", "flex", "flash", "eager"] = "auto"
 
 
-@METHODS.register
+@METHODS.register("selfextend", aliases=("repro_se",), invariants=INVARIANTS)
 class SelfExtend(Method[SelfExtendParams]):
     """SelfExtend: two-level (neighbour / grouped) positions, merged exactly by log-sum-exp, O(n) memory."""
-
-    name = "selfextend"
-    aliases = ("repro_se",)
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: SelfExtendParams, cfg: ExperimentConfig, window: int | None) -> None:

@@ -76,13 +76,9 @@ class StreamingLLMKernel:
                                    self._sink_q, self._sink_k, cast(float, module.scaling))
 
 
-@METHODS.register
+@METHODS.register("streaming_llm", aliases=("streamingllm",), invariants=INVARIANTS)
 class StreamingLLM(Method[StreamingLLMParams]):
     """StreamingLLM: attention sinks + sliding window, positions within the cache."""
-
-    name = "streaming_llm"
-    aliases = ("streamingllm",)
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: StreamingLLMParams, cfg: ExperimentConfig, window: int | None) -> None:

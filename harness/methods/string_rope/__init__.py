@@ -85,12 +85,9 @@ class StringKernel:
         return banded_attention(q, k, v, br)
 
 
-@METHODS.register
+@METHODS.register("string", invariants=INVARIANTS)
 class String(Method[StringParams]):
     """STRING: shift relative positions >= S down to W (used within, or modestly beyond, the trained window)."""
-
-    name = "string"
-    invariants = INVARIANTS
 
     @classmethod
     def validate(cls, params: StringParams, cfg: ExperimentConfig, window: int | None) -> None:

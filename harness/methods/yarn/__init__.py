@@ -19,12 +19,9 @@ class YarnParams(RampParams):
     attention_factor: float | None = field(default=None, metadata=domain(gt=0, le=100))
 
 
-@METHODS.register
+@METHODS.register("yarn", aliases=("repro_yarn",))
 class Yarn(FrequencyMethod[YarnParams]):
     """NTK-by-parts frequency blend plus attention temperature; static, so short inputs change too."""
-
-    name = "yarn"
-    aliases = ("repro_yarn",)
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return yarn_rope(self.params, self.factor(info), info.original_window, self.params.attention_factor)
