@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     for path in expand_config_paths(args.cfg):
         plan = load_plan(path, args.overrides, access="load")  # resolved with the model's window M
-        results, meta = run_checks(plan.cfg, args.max_len)
+        results, meta = run_checks(plan.cfg, args.max_len, plan.model_config)
         print(f"gali-check: {path}: method '{meta['method']}' on {meta['model']} (window M={meta['window']}, "
               f"long length {meta['long_len']}, {meta['dtype']} on {meta['device']})")
         print(format_table(results))

@@ -14,9 +14,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from harness.cli._common import guarded, log
 from harness.cli._flags import add_common_flags, configure_logging
+from harness.core.config import ExperimentConfig
 from harness.core.errors import HarnessError
+from harness.methods.dpe import Dpe, DpeParams, DpeTable, equal_groups, probe, save_table
+from harness.model.engine import Engine
+from harness.model.loading import load_model, load_tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,14 +72,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # heavy imports here, so that --help and argument errors answer at once (as the other commands do)
-    import torch
-
-    from harness.core.config import ExperimentConfig
-    from harness.methods.dpe import Dpe, DpeParams, DpeTable, equal_groups, probe, save_table
-    from harness.model.engine import Engine
-    from harness.model.loading import load_model, load_tokenizer
-
     _check_args(args)
     cfg = ExperimentConfig(task="needle", model=args.model, method="dpe", exp_name="dpe-probe", dtype=args.dtype,
                            device=args.device, gguf_file=args.gguf_file, ori_max_position_embeddings=args.window,

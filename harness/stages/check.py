@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from transformers import PretrainedConfig
 
 from harness.core.config import ExperimentConfig
 from harness.core.memory import peak_mb, reset_peak
@@ -260,10 +261,13 @@ def _token_ids(vocab: int, n: int, seed: int) -> list[int]:
     return torch.randint(3, max(4, vocab), (n,), generator=gen).tolist()
 
 
-def run_checks(cfg: ExperimentConfig, max_len: int | None = None) -> tuple[list[CheckResult], dict[str, Any]]:
-    """Load the model, compute the original's reference results, apply the method, run its invariants."""
-    model, info, device = load_model(cfg)
-    tokenizer = load_tokenizer(cfg)
+def run_checks(cfg: ExperimentConfig, max_len: int | None = None,
+               model_config: PretrainedConfig | None = None) -> tuple[list[CheckResult], dict[str, Any]]:
+    """Load the model, compute the original's reference results, apply the method, run its invariants.
+
+    `model_config`: the one a RunPlan already read (read here when None)."""
+    model, info, device = load_model(cfg, model_config)
+    tokenizer = load_tokenizer(cfg, model_config)
     m = info.original_window
     long_len = cfg.max_pe if cfg.max_pe and cfg.max_pe > m else 2 * m
     if max_len:

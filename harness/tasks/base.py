@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.registry import Registry
 

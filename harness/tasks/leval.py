@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, DataError
 from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
@@ -134,13 +135,13 @@ class LEval(Task):
     metric = "average score (0-100)"
     figures = (partial(bars.plan, "leval", _accuracy),)
 
-    def __init__(self, cfg: Any, options: LEvalOptions, tokenizer: Any = None):
+    def __init__(self, cfg: ExperimentConfig, options: LEvalOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
         self._rows: dict[str, list[dict[str, Any]]] = {}
         self._docs: dict[tuple[str, int], tuple[str, bool]] = {}
 
     @classmethod
-    def validate(cls, cfg: Any, options: LEvalOptions) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: LEvalOptions) -> None:
         if not cfg.max_pe:
             raise ConfigError("max_pe", "leval needs the target window (documents are truncated to "
                               "max_pe - 512 - 50 tokens)", "add e.g. max_pe = 16384")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, DataError
 from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
@@ -88,12 +89,12 @@ class LongBench(Task):
     metric = "average score (0-100)"
     figures = (partial(bars.plan, "longbench", dataset_metric),)
 
-    def __init__(self, cfg: Any, options: LongBenchOptions, tokenizer: Any = None):
+    def __init__(self, cfg: ExperimentConfig, options: LongBenchOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
         self._rows: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
-    def validate(cls, cfg: Any, options: LongBenchOptions) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: LongBenchOptions) -> None:
         if not cfg.max_pe:
             raise ConfigError("max_pe", "longbench needs the target window (prompts are truncated to "
                               "max_pe - max_new_tokens - 50 tokens)", "add e.g. max_pe = 16384")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, DataError
 from harness.core.params import TOKENS, TOKENS0
 from harness.tasks import datasets as data
@@ -101,12 +102,12 @@ class LongBenchV2(Task):
     metric = "accuracy (%)"
     tables = (ReportTable("longbench_v2_categories", longbench_v2_table),)
 
-    def __init__(self, cfg: Any, options: LongBenchV2Options, tokenizer: Any = None):
+    def __init__(self, cfg: ExperimentConfig, options: LongBenchV2Options, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
         self._rows: list[dict[str, Any]] | None = None
 
     @classmethod
-    def validate(cls, cfg: Any, options: LongBenchV2Options) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: LongBenchV2Options) -> None:
         if not cfg.max_pe:
             raise ConfigError("max_pe", "longbench_v2 truncates prompts to max_pe - max_new_tokens - slack tokens",
                               "add e.g. max_pe = 131072")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0, domain
 from harness.core.seeding import derive_seed
@@ -65,7 +66,7 @@ class PassKeyRun(Task):
 
     metric = "pass rate (%)"
 
-    def __init__(self, cfg: Any, options: Any, tokenizer: Any = None):
+    def __init__(self, cfg: ExperimentConfig, options: Any, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
         self._hints: dict[int, int] = {}  # target tokens -> filler characters of the last fitted trial
         self._warned = False
@@ -179,7 +180,7 @@ class Needle(PassKeyRun):
         return "needle_acc", {int(k): number(v) for k, v in metrics["by_length"].items()}
 
     @classmethod
-    def validate(cls, cfg: Any, options: NeedleOptions) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: NeedleOptions) -> None:
         if not cfg.times:
             raise ConfigError("times", "needle needs the number of trials per (length, depth) cell", "add times = 4")
         if options.lengths is None and None in (cfg.min_k, cfg.max_k, cfg.gap):
@@ -200,7 +201,7 @@ class Needle(PassKeyRun):
         if cfg.max_pe and options.lengths and max(options.lengths) > cfg.max_pe:
             raise ConfigError("task_options.lengths", f"a {max(options.lengths)}-token needle prompt exceeds "
                               f"max_pe = {cfg.max_pe}", f"lower the lengths or raise max_pe to {max(options.lengths)}")
-        if cfg.max_pe and options.lengths is None:
+        if cfg.max_pe and options.lengths is None and cfg.min_k is not None and cfg.max_k is not None and cfg.gap:
             longest = max(range(cfg.min_k * 1000, cfg.max_k * 1000 + 1, cfg.gap * 1000), default=0)
             if longest > cfg.max_pe:  # the reference's min_k/max_k grids do run past max_pe: keep them, loudly
                 log.warning("%s: needle lengths up to %d tokens exceed max_pe = %d (the reference's min_k/max_k "

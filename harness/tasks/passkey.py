@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, TOKENS0, domain
 from harness.core.seeding import derive_seed
@@ -44,7 +45,7 @@ class Passkey(PassKeyRun):
     description = "synthetic pass-key test, random insert position (legacy passkey_retreival)"
 
     @classmethod
-    def validate(cls, cfg: Any, options: PasskeyOptions) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: PasskeyOptions) -> None:
         if not cfg.n_garbage and not options.tokens:
             raise ConfigError("n_garbage", "passkey needs the number of filler characters (or task_options.tokens)",
                               "add e.g. n_garbage = 60000, or tokens = 16000 under [task_options]")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, DataError
 from harness.core.params import TOKENS, domain
 from harness.core.results import ExperimentDir
@@ -89,12 +90,12 @@ class PG19(Task):
             return None
         return "ppl", {k: round(v, 4) for k, v in ppl_curve(metrics["ppl"])}
 
-    def __init__(self, cfg: Any, options: PG19Options, tokenizer: Any = None):
+    def __init__(self, cfg: ExperimentConfig, options: PG19Options, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
         self._docs: list[data.Document] | None = None
 
     @classmethod
-    def validate(cls, cfg: Any, options: PG19Options) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: PG19Options) -> None:
         if not cfg.max_pe or cfg.max_pe < 3:
             raise ConfigError("max_pe", "pg19 scores the first max_pe - 1 tokens of each document",
                               "add e.g. max_pe = 16384")

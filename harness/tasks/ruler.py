@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Literal
 
+from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError
 from harness.core.params import TOKENS, domain
 from harness.core.seeding import derive_seed
@@ -83,13 +84,13 @@ class Ruler(Task):
         by_length = (doc.get("summary") or {}).get("by_length") or {}
         return {f"acc@{length}": value for length, value in by_length.items()}
 
-    def __init__(self, cfg: Any, options: RulerOptions, tokenizer: Any = None):
+    def __init__(self, cfg: ExperimentConfig, options: RulerOptions, tokenizer: Any = None):
         super().__init__(cfg, options, tokenizer)
         self._sizes: dict[tuple[str, int], int] = {}
         self._built: dict[tuple[str, str], tuple[list[int], G.Sample, int]] = {}
 
     @classmethod
-    def validate(cls, cfg: Any, options: RulerOptions) -> None:
+    def validate(cls, cfg: ExperimentConfig, options: RulerOptions) -> None:
         if not cfg.max_pe:
             raise ConfigError("max_pe", "ruler needs the target window (lengths above it are refused)",
                               "add e.g. max_pe = 16384")
