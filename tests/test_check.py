@@ -60,7 +60,7 @@ def test_missing_file_exits_2(tmp_path, capsys):
 
 def test_failed_check_exits_1(tiny_model_dir, tmp_path, monkeypatch, capsys):
     meta = {"model": "m", "method": "gali", "window": 64, "long_len": 192, "dtype": "float32", "device": "cpu"}
-    monkeypatch.setattr(cli, "run_checks", lambda cfg, max_len=None: ([CheckResult("a", "pass"),
+    monkeypatch.setattr(cli, "run_checks", lambda cfg, max_len=None, model_config=None: ([CheckResult("a", "pass"),
                                                                       CheckResult("b", "fail", "boom")], meta))
     assert cli.main(["--cfg", write_cfg(tmp_path, tiny_model_dir)]) == 1
     out = capsys.readouterr().out

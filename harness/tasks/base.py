@@ -11,7 +11,6 @@ from harness.core.errors import ConfigError
 from harness.core.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.core.config import ExperimentConfig
     from harness.model.engine import Engine
 
 

@@ -21,12 +21,11 @@ from harness.methods.common.frequency import FactorParams, FrequencyMethod, set_
 from harness.methods.dynamic_ntk.checks import INVARIANTS
 
 
-@METHODS.register("dynamic_ntk", aliases=("repro_dynamic_ntk", "dynamic"))
+@METHODS.register("dynamic_ntk", aliases=("repro_dynamic_ntk", "dynamic"), invariants=INVARIANTS)
 class DynamicNTK(FrequencyMethod[FactorParams]):
     """HF rope_type "dynamic" with factor s, relative to the (possibly overridden) window M."""
 
     equals_original_within_window = True
-    invariants = INVARIANTS
 
     def rope_parameters(self, model: torch.nn.Module, info: ModelInfo) -> dict[str, Any]:
         return {"rope_type": "dynamic", "factor": self.factor(info)}

@@ -129,14 +129,13 @@ def make_kernel(tables: RopeTables, window: int, params: GaliParams, seed: int =
                       reference=params.precision == "bf16-reference", noise=noise_spec(params), seed=seed)
 
 
-@METHODS.register("gali", aliases=("dpi",))
+@METHODS.register("gali", aliases=("dpi",), invariants=INVARIANTS)
 class Gali(Method[GaliParams]):
     """GALI on full-depth Llama / Mistral / Qwen2 (GQA included; rope type default or llama3)."""
 
     equals_original_within_window = True
-    invariants = INVARIANTS
 
-    def __init__(self, params: GaliParams, cfg: Any):
+    def __init__(self, params: GaliParams, cfg: ExperimentConfig):
         super().__init__(params, cfg)
         self.kernel: GaliKernel | None = None
         seed = getattr(cfg, "seed", None)
