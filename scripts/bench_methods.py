@@ -9,17 +9,12 @@ automatically; `--methods` picks a subset and `--param gali.noise_type=gaussian`
 `--variant gali-noise=gali:noise_type=gaussian` adds a row label running a method with other params (repeatable,
 `KEY=VALUE` pairs separated by commas), so GALI with and without noise are measured in the same run.
 
-CPU, GALI noise on/off and every method (docs/bench/cpu-tiny-noise.md; on a busy machine one run per length, in
-parallel, then merged — each run measures `original` at its length, so every ratio is still within one run):
+CPU, GALI noise on/off and every method (docs/bench/cpu-tiny-noise.md, one run on a quiet machine; on a busy one,
+run one length per process in parallel with `--out` dirs of their own and combine them with `--merge A.md B.md`):
     V="--variant gali-noise=gali:noise_type=gaussian \\
        --variant gali-noise-factored=gali:noise_type=gaussian,noise_sampler=factored"
     .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 8192,16384 --threads 1 --rounds 1 $V \\
-        --out /tmp/b8 --tag cpu-tiny-noise  # stopped once its 8k rows are written (params see the longest length)
-    .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 16384 --threads 1 --rounds 1 $V --out /tmp/b16 \\
         --tag cpu-tiny-noise
-    .venv/bin/python scripts/bench_methods.py --merge /tmp/b8/cpu-tiny-noise.md /tmp/b16/cpu-tiny-noise.md \\
-        --tag cpu-tiny-noise
-
 CPU, tiny random Llama (2 layers, hidden 256, window 4096) — the committed table (1 thread: steadier on a
 shared machine):
     .venv/bin/python scripts/bench_methods.py --shape tiny --lengths 4096,8192,16384,32768 --threads 1 \\

